@@ -1,0 +1,23 @@
+# nat_mm: the two commands of the README.
+#   make demo   set up .venv, then train + evaluate UperNet-NAT on the built-in demo data
+#   make test   set up .venv, then run the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+
+.PHONY: setup demo demo-det test bench
+
+setup:
+	@PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/setup_env.sh
+
+demo: setup
+	$(PY) tools/demo.py --task seg
+
+demo-det: setup
+	$(PY) tools/demo.py --task det
+
+test: setup
+	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) tools/benchmark_na.py

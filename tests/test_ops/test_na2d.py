@@ -1,0 +1,234 @@
+"""The fast neighbourhood attention path against independent references."""
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from nat_mm import NeighborhoodAttention2D, na2d, na2d_reference
+
+SHAPES = [(7, 7), (8, 15), (13, 9), (33, 47), (64, 64)]
+KERNELS = [3, 5, 7, 9, 13]
+
+
+def _valid_cases():
+    for (height, width), kernel, dilation in itertools.product(SHAPES, KERNELS, range(1, 5)):
+        if min(height, width) >= kernel * dilation:
+            yield height, width, kernel, dilation
+
+
+def _qkv(batch, heads, height, width, head_dim, dtype=torch.float32, seed=0):
+    """Non-contiguous q, k, v cut from one projection, as the module makes them."""
+    gen = torch.Generator().manual_seed(seed)
+    qkv = torch.randn(batch, height, width, 3, heads, head_dim, generator=gen, dtype=dtype)
+    qkv.requires_grad_(True)
+    q, k, v = qkv.permute(3, 0, 4, 1, 2, 5).unbind(0)
+    return qkv, q, k, v
+
+
+def _rpb(heads, kernel, dtype=torch.float32, seed=1):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(heads, 2 * kernel - 1, 2 * kernel - 1, generator=gen,
+                       dtype=dtype).requires_grad_(True)
+
+
+def _outputs_and_grads(fn, qkv, q, k, v, kernel, dilation, rpb, grad_out):
+    out = fn(q, k, v, kernel, dilation, rpb)
+    inputs = [qkv] if rpb is None else [qkv, rpb]
+    return (out, *torch.autograd.grad(out, inputs, grad_out))
+
+
+@pytest.mark.parametrize('with_rpb', [True, False], ids=['rpb', 'no_rpb'])
+@pytest.mark.parametrize('height,width,kernel,dilation', list(_valid_cases()))
+def test_fast_path_matches_reference(height, width, kernel, dilation, with_rpb):
+    qkv, q, k, v = _qkv(2, 2, height, width, 8)
+    assert not q.is_contiguous()
+    rpb = _rpb(2, kernel) if with_rpb else None
+    grad_out = torch.randn(2, 2, height, width, 8)
+    fast = _outputs_and_grads(na2d, qkv, q, k, v, kernel, dilation, rpb, grad_out)
+    slow = _outputs_and_grads(na2d_reference, qkv, q, k, v, kernel, dilation, rpb, grad_out)
+    for got, expected in zip(fast, slow):
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize('kernel,dilation,height,width', [(3, 1, 5, 6), (3, 2, 7, 9)])
+def test_gradcheck_float64(kernel, dilation, height, width):
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 2, height, width, 4, generator=gen, dtype=torch.float64,
+                           requires_grad=True) for _ in range(3))
+    rpb = torch.randn(2, 2 * kernel - 1, 2 * kernel - 1, generator=gen, dtype=torch.float64,
+                      requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda *args: na2d(*args[:3], kernel, dilation, rpb=args[3]), (q, k, v, rpb),
+        fast_mode=True)
+
+
+@pytest.mark.parametrize('kernel', [3, 5, 7])
+def test_window_covering_the_map_is_full_attention_with_relative_bias(kernel):
+    """d = 1 and K = H = W: every query sees the whole map."""
+    _, q, k, v = _qkv(2, 3, kernel, kernel, 8)
+    rpb = _rpb(3, kernel)
+    scale = 8 ** -0.5
+    pos = torch.arange(kernel)
+    ys, xs = torch.meshgrid(pos, pos, indexing='ij')
+    ys, xs = ys.flatten(), xs.flatten()
+    dy = (kernel - 1) + ys[None, :] - ys[:, None]        # key - query
+    dx = (kernel - 1) + xs[None, :] - xs[:, None]
+    logits = (q.flatten(2, 3) * scale) @ k.flatten(2, 3).transpose(-1, -2) + rpb[:, dy, dx]
+    expected = (logits.softmax(-1) @ v.flatten(2, 3)).view_as(q)
+    torch.testing.assert_close(na2d(q, k, v, kernel, rpb=rpb), expected, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize('kernel,dilation', [(3, 2), (3, 3), (5, 2)])
+def test_dilation_is_na_on_each_subgrid(kernel, dilation):
+    side = kernel * dilation
+    _, q, k, v = _qkv(1, 2, side, side + dilation, 8)
+    rpb = _rpb(2, kernel)
+    out = na2d(q, k, v, kernel, dilation, rpb)
+    for gy, gx in itertools.product(range(dilation), repeat=2):
+        sub = [t[:, :, gy::dilation, gx::dilation] for t in (q, k, v)]
+        torch.testing.assert_close(out[:, :, gy::dilation, gx::dilation],
+                                   na2d(*sub, kernel, 1, rpb), atol=1e-5, rtol=1e-4)
+
+
+def test_borders_use_shifted_windows():
+    """A corner query sees the K x K block in the corner, not a zero-padded window."""
+    kernel = 3
+    q = torch.zeros(1, 1, 6, 6, 4)
+    k = torch.zeros(1, 1, 6, 6, 4)
+    v = torch.arange(36.).view(1, 1, 6, 6, 1).expand(1, 1, 6, 6, 4).contiguous()
+    out = na2d(q, k, v, kernel)      # uniform weights: output = mean of the window
+    assert out[0, 0, 0, 0, 0].item() == pytest.approx(v[0, 0, :3, :3, 0].mean().item())
+    assert out[0, 0, 5, 2, 0].item() == pytest.approx(v[0, 0, 3:6, 1:4, 0].mean().item())
+    assert out[0, 0, 2, 2, 0].item() == pytest.approx(v[0, 0, 1:4, 1:4, 0].mean().item())
+
+
+class _LargestTensor(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in (out if isinstance(out, (tuple, list)) else (out,)):
+            if isinstance(t, torch.Tensor):
+                self.largest = max(self.largest, t.numel())
+        return out
+
+
+def test_fast_path_does_not_materialise_kernel_squared_copies():
+    """The legacy design holds K*K = 49 copies of K; the halo path stays far below."""
+    _, q, k, v = _qkv(1, 2, 64, 64, 32)
+    rpb = _rpb(2, 7)
+    with _LargestTensor() as fast:
+        na2d(q, k, v, 7, 1, rpb).sum().backward()
+    with _LargestTensor() as slow:
+        na2d_reference(q, k, v, 7, 1, rpb).sum().backward()
+    assert slow.largest >= 49 * k.numel()
+    assert fast.largest < 49 * k.numel() / 2
+
+
+@pytest.mark.parametrize('height,width', [(1, 1), (3, 5), (6, 13)])
+def test_module_pads_small_inputs_like_natten_0_14(height, width):
+    torch.manual_seed(0)
+    attn = NeighborhoodAttention2D(16, 2, kernel_size=7).eval()
+    x = torch.randn(2, height, width, 16)
+    # By hand: zero-pad the input to 7 along short axes, qkv, attend, crop, proj.
+    padded = torch.zeros(2, max(height, 7), max(width, 7), 16)
+    padded[:, :height, :width] = x
+    qkv = attn.qkv(padded).view(*padded.shape[:3], 3, 2, 8).permute(3, 0, 4, 1, 2, 5)
+    attended = na2d_reference(qkv[0], qkv[1], qkv[2], 7, 1, attn.rpb)
+    attended = attended.permute(0, 2, 3, 1, 4).flatten(3)[:, :height, :width]
+    torch.testing.assert_close(attn(x), attn.proj(attended), atol=1e-5, rtol=1e-4)
+
+
+def test_module_matches_reference_composition_with_gradients():
+    torch.manual_seed(0)
+    attn = NeighborhoodAttention2D(32, 4, kernel_size=5, dilation=2)
+    x = torch.randn(2, 17, 23, 32, requires_grad=True)
+    out = attn(x)
+    qkv = attn.qkv(x).view(2, 17, 23, 3, 4, 8).permute(3, 0, 4, 1, 2, 5)
+    ref = na2d_reference(qkv[0], qkv[1], qkv[2], 5, 2, attn.rpb)
+    ref = attn.proj(ref.permute(0, 2, 3, 1, 4).flatten(3))
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-4)
+    grads = torch.autograd.grad(out.square().sum(), [x, attn.rpb, attn.qkv.weight])
+    ref_grads = torch.autograd.grad(ref.square().sum(), [x, attn.rpb, attn.qkv.weight])
+    for got, expected in zip(grads, ref_grads):
+        torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_frozen_rpb_and_no_grad_paths_match_reference():
+    _, q, k, v = _qkv(2, 2, 12, 10, 8)
+    rpb = _rpb(2, 5).detach()
+    expected = na2d_reference(q, k, v, 5, 1, rpb)
+    torch.testing.assert_close(na2d(q, k, v, 5, 1, rpb), expected, atol=1e-5, rtol=1e-4)
+    with torch.no_grad():
+        torch.testing.assert_close(na2d(q, k, v, 5, 1, rpb), expected, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize('with_rpb_grad', [True, False])
+def test_bfloat16_matches_float32_reference(with_rpb_grad):
+    _, q, k, v = _qkv(1, 2, 20, 24, 16)
+    rpb = _rpb(2, 7).requires_grad_(with_rpb_grad)
+    expected = na2d_reference(q, k, v, 7, 1, rpb)
+    got = na2d(q.bfloat16(), k.bfloat16(), v.bfloat16(), 7, 1, rpb)
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got.float(), expected, atol=3e-2, rtol=3e-2)
+
+
+def test_module_under_cpu_autocast_bfloat16_has_gradients():
+    torch.manual_seed(0)
+    attn = NeighborhoodAttention2D(32, 2)
+    x = torch.randn(1, 14, 15, 32)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = attn(x)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), attn(x), atol=5e-2, rtol=5e-2)
+    out.float().sum().backward()
+    assert attn.rpb.grad is not None and torch.isfinite(attn.rpb.grad).all()
+    assert attn.rpb.grad.abs().sum() > 0
+
+
+def test_module_runs_under_torch_compile():
+    torch.manual_seed(0)
+    attn = NeighborhoodAttention2D(16, 2, kernel_size=3, dilation=2).eval()
+    x = torch.randn(1, 9, 11, 16)
+    compiled = torch.compile(attn, fullgraph=False, dynamic=False)
+    torch.testing.assert_close(compiled(x), attn(x), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize('kwargs,message', [
+    (dict(kernel_size=4), 'odd'), (dict(kernel_size=1), 'odd'), (dict(dilation=0), 'dilation'),
+    (dict(dim=30, num_heads=4), 'divisible'),
+])
+def test_module_rejects_bad_configuration(kwargs, message):
+    args = dict(dim=32, num_heads=4) | kwargs
+    with pytest.raises(ValueError, match=message):
+        NeighborhoodAttention2D(**args)
+
+
+def test_module_rejects_bad_input():
+    attn = NeighborhoodAttention2D(32, 4)
+    with pytest.raises(ValueError, match=r'\(B, H, W, C\)'):
+        attn(torch.randn(2, 32, 8))
+    with pytest.raises(ValueError, match='16 channels, expected 32'):
+        attn(torch.randn(1, 8, 8, 16))
+
+
+def test_na2d_rejects_bad_input():
+    q = torch.randn(1, 2, 9, 9, 8)
+    with pytest.raises(ValueError, match='5 dims'):
+        na2d(q[0], q[0], q[0], 3)
+    with pytest.raises(ValueError, match='shapes disagree'):
+        na2d(q, q[:, :, :8], q, 3)
+    with pytest.raises(ValueError, match='dtypes disagree'):
+        na2d(q, q.double(), q, 3)
+    with pytest.raises(ValueError, match='odd int'):
+        na2d(q, q, q, 4)
+    with pytest.raises(ValueError, match='dilation'):
+        na2d(q, q, q, 3, dilation=0)
+    with pytest.raises(ValueError, match=r'rpb must have shape \(heads, 2K-1, 2K-1\) = \(2, 5, 5\)'):
+        na2d(q, q, q, 3, rpb=torch.zeros(2, 3, 3))
+    with pytest.raises(ValueError, match='smaller than kernel_size \\* dilation.*NeighborhoodAttention2D'):
+        na2d(q, q, q, 5, dilation=2)

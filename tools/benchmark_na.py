@@ -1,0 +1,155 @@
+"""Benchmark nat_mm's neighbourhood attention against the gather reference.
+
+Prints, side by side and measured in one run, forward time, forward+backward
+time and peak extra memory of the fast path (``nat_mm.na2d``) and of the
+legacy gather implementation (``nat_mm.na2d_reference``), and their ratios.
+
+Times are medians of interleaved repeats. Peak memory is measured for one
+forward+backward: on CUDA with ``torch.cuda.max_memory_allocated``; on CPU as
+the growth of the peak resident set size of a fresh subprocess (each
+(case, implementation) pair runs alone in its own process).
+
+Examples::
+
+    python tools/benchmark_na.py
+    python tools/benchmark_na.py --device cuda --dtype bfloat16
+"""
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from nat_mm.ops import na2d, na2d_reference  # noqa: E402
+
+IMPLEMENTATIONS = {'fast': na2d, 'reference': na2d_reference}
+
+# name: (batch, heads, height, width, head_dim, kernel, dilation)
+CASES = {
+    'stage1@512 (B2 h2 128x128)': (2, 2, 128, 128, 32, 7, 1),
+    'stage1@800x1333 (B1 h2 200x336)': (1, 2, 200, 336, 32, 7, 1),
+    'stage3@512 (B2 h8 32x32)': (2, 8, 32, 32, 32, 7, 1),
+    'dilated d4 (B2 h2 128x128)': (2, 2, 128, 128, 32, 7, 4),
+}
+
+
+def make_inputs(case, device, dtype, seed=0):
+    batch, heads, height, width, head_dim, kernel, _ = CASES[case]
+    gen = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(batch, heads, height, width, head_dim, generator=gen)
+               .to(device, dtype).requires_grad_() for _ in range(3))
+    rpb = torch.randn(heads, 2 * kernel - 1, 2 * kernel - 1, generator=gen) * 0.02
+    return q, k, v, rpb.to(device).requires_grad_()
+
+
+def run_once(impl, case, inputs, backward):
+    _, _, _, _, _, kernel, dilation = CASES[case]
+    q, k, v, rpb = inputs
+    if not backward:
+        with torch.no_grad():
+            return IMPLEMENTATIONS[impl](q, k, v, kernel, dilation, rpb)
+    out = IMPLEMENTATIONS[impl](q, k, v, kernel, dilation, rpb)
+    out.backward(torch.ones_like(out))
+    for t in (q, k, v, rpb):
+        t.grad = None
+    return None
+
+
+def synchronize(device):
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def time_cases(case, device, dtype, repeats, impls):
+    """Median seconds per implementation for forward and forward+backward."""
+    inputs = make_inputs(case, device, dtype)
+    times = {(impl, mode): [] for impl in impls for mode in ('fwd', 'fwd+bwd')}
+    for impl in impls:                         # warm-up (caches, allocator, kernels)
+        run_once(impl, case, inputs, backward=True)
+    for _ in range(repeats):
+        for impl in impls:
+            for mode in ('fwd', 'fwd+bwd'):
+                synchronize(device)
+                start = time.perf_counter()
+                run_once(impl, case, inputs, backward=mode == 'fwd+bwd')
+                synchronize(device)
+                times[(impl, mode)].append(time.perf_counter() - start)
+    return {key: statistics.median(values) for key, values in times.items()}
+
+
+def peak_memory_here(impl, case, device, dtype):
+    """Peak bytes allocated by one forward+backward, beyond the inputs."""
+    inputs = make_inputs(case, device, dtype)
+    if device.type == 'cuda':
+        run_once(impl, case, inputs, backward=True)
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        run_once(impl, case, inputs, backward=True)
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - base
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    run_once(impl, case, inputs, backward=True)
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024
+
+
+def peak_memory(impl, case, device, dtype):
+    if device.type == 'cuda':
+        return peak_memory_here(impl, case, device, dtype)
+    probe = [sys.executable, __file__, '--memory-probe', json.dumps([impl, case]),
+             '--dtype', str(dtype).replace('torch.', '')]
+    return int(subprocess.run(probe, check=True, capture_output=True, text=True)
+               .stdout.strip().splitlines()[-1])
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16', 'float16'])
+    parser.add_argument('--repeats', type=int, default=5)
+    parser.add_argument('--cases', nargs='*', default=list(CASES),
+                        help='subset of: ' + ', '.join(repr(c) for c in CASES))
+    parser.add_argument('--memory-probe', help=argparse.SUPPRESS)
+    return parser.parse_args()
+
+
+def main():
+    args = parse_args()
+    dtype = getattr(torch, args.dtype)
+    device = torch.device(args.device)
+    if args.memory_probe:
+        impl, case = json.loads(args.memory_probe)
+        print(peak_memory_here(impl, case, device, dtype))
+        return
+    for case in args.cases:
+        if case not in CASES:
+            sys.exit(f'unknown case {case!r}; choose from {list(CASES)}')
+    name = torch.cuda.get_device_name(device) if device.type == 'cuda' else \
+        f'CPU, {torch.get_num_threads()} threads'
+    print(f'neighbourhood attention, kernel 7, head_dim 32, {args.dtype}, {name}, '
+          f'torch {torch.__version__}; times: median of {args.repeats}; memory: peak extra '
+          'of one fwd+bwd')
+    header = (f'{"case":34s} | {"fwd ref":>8s} {"fwd fast":>8s} {"speedup":>7s} | '
+              f'{"f+b ref":>8s} {"f+b fast":>8s} {"speedup":>7s} | '
+              f'{"mem ref":>9s} {"mem fast":>9s} {"ratio":>6s}')
+    print(header)
+    print('-' * len(header))
+    for case in args.cases:
+        times = time_cases(case, device, dtype, args.repeats, list(IMPLEMENTATIONS))
+        mem = {impl: peak_memory(impl, case, device, dtype) for impl in IMPLEMENTATIONS}
+        fwd = times[('reference', 'fwd')], times[('fast', 'fwd')]
+        both = times[('reference', 'fwd+bwd')], times[('fast', 'fwd+bwd')]
+        print(f'{case:34s} | {fwd[0]:7.3f}s {fwd[1]:7.3f}s {fwd[0] / fwd[1]:6.2f}x | '
+              f'{both[0]:7.3f}s {both[1]:7.3f}s {both[0] / both[1]:6.2f}x | '
+              f'{mem["reference"] / 2**20:7.0f}MB {mem["fast"] / 2**20:7.0f}MB '
+              f'{mem["fast"] / max(mem["reference"], 1):6.3f}', flush=True)
+
+
+if __name__ == '__main__':
+    main()
