@@ -6,8 +6,8 @@ legacy gather implementation (``nat_mm.na2d_reference``), and their ratios.
 
 Times are medians of interleaved repeats. Peak memory is measured for one
 forward+backward: on CUDA with ``torch.cuda.max_memory_allocated``; on CPU as
-the growth of the peak resident set size of a fresh subprocess (each
-(case, implementation) pair runs alone in its own process).
+the growth of the peak resident set size (VmHWM) of a fresh subprocess (each
+(case, implementation) pair runs alone in its own process; Linux).
 
 Examples::
 
@@ -16,7 +16,6 @@ Examples::
 """
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -94,9 +93,32 @@ def peak_memory_here(impl, case, device, dtype):
         run_once(impl, case, inputs, backward=True)
         torch.cuda.synchronize(device)
         return torch.cuda.max_memory_allocated(device) - base
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    base = reset_peak_rss()
     run_once(impl, case, inputs, backward=True)
-    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024
+    return peak_rss() - base
+
+
+def _proc_status_bytes(field):
+    with open('/proc/self/status') as status:
+        for line in status:
+            if line.startswith(field + ':'):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f'{field} not in /proc/self/status')
+
+
+def reset_peak_rss():
+    """Resets this process's peak RSS (VmHWM) to the current RSS; returns it.
+
+    ``ru_maxrss`` is no use here: Linux carries it across fork + exec, so a
+    child of a big process starts with its parent's peak.
+    """
+    with open('/proc/self/clear_refs', 'w') as clear_refs:
+        clear_refs.write('5')
+    return _proc_status_bytes('VmRSS')
+
+
+def peak_rss():
+    return _proc_status_bytes('VmHWM')
 
 
 def peak_memory(impl, case, device, dtype):

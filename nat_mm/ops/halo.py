@@ -22,6 +22,7 @@ Everything that depends only on the map size (gather indices, window masks,
 bias indices) is computed once per shape and cached.
 """
 import functools
+import warnings
 from typing import NamedTuple
 
 import torch
@@ -87,33 +88,55 @@ def axis_plan(length, kernel_size, dilation, tile):
                     tile_type, rel_types, tile, halo)
 
 
+class RowGather(NamedTuple):
+    """``x.index_select(0, index)`` and the CSR form of its transpose.
+
+    The backward of a row gather sums each source row's copies. ``index_add_``
+    does that through a slow scatter on CPU; a sparse (source rows x gathered
+    rows) 0/1 matrix times the gradient is several times faster.
+
+    index: (n_out,) source row of each gathered row.
+    crow, col: CSR rows/columns of the (n_src, n_out) matrix with a 1 at
+        (index[j], j).
+    """
+    index: torch.Tensor
+    crow: torch.Tensor
+    col: torch.Tensor
+    n_src: int
+
+
+def _row_gather(index, n_src):
+    order = torch.argsort(index, stable=True)
+    crow = F.pad(torch.cumsum(torch.bincount(index, minlength=n_src), 0), (1, 0))
+    return RowGather(index, crow, order, n_src)
+
+
+def _move_row_gather(gather: RowGather, device):
+    return gather._replace(index=gather.index.to(device), crow=gather.crow.to(device),
+                           col=gather.col.to(device))
+
+
 class GridPlan(NamedTuple):
     """Tiling of an H x W map on one device; positions are flat (y * W + x).
 
-    query_index: (n_tiles * Tq,) position of each tile query, tiles in
-        row-major order, queries row-major inside a tile.
-    key_index: (n_tiles * Tk,) position of each halo key.
-    output_index: (H * W,) slot of each position in ``query_index``.
+    queries: gathers the tile queries, (n_tiles * Tq) rows, from the H * W
+        positions; tiles in row-major order, queries row-major inside a tile.
+    keys: gathers the halo keys, (n_tiles * Tk) rows, from the positions.
+    outputs: gathers each position's output from the query slots.
     query_slot: (H * W,) the index of each position inside its tile (0..Tq-1).
-    query_inverse: (n_tiles * Tq,) for each slot, the position it outputs, or
-        H * W for the padding slots.
-    key_sources: (H * W, M) the halo slots holding each position inside some
-        window, padded with n_tiles * Tk.
-    row_type, col_type: (n_tile_rows,), (n_tile_cols,) tile types per axis.
-    type_rel: (n_row_types, n_col_types, Tq, Tk) flat index into the
+    tile_type_one_hot: (n_tiles, n_types) the type of each tile, one-hot; a type
+        is a (row type, column type) pair.
+    type_rel: (n_types, Tq, Tk) flat index into the
         (2K) x (2K) rpb table padded with a zero row and column, where index
         2K-1 on either axis means "outside the window".
     window_mask: (n_tiles, 1, Tq, Tk) float, 0 inside each query's window and
         -inf outside.
     """
-    query_index: torch.Tensor
-    key_index: torch.Tensor
-    output_index: torch.Tensor
+    queries: RowGather
+    keys: RowGather
+    outputs: RowGather
     query_slot: torch.Tensor
-    query_inverse: torch.Tensor
-    key_sources: torch.Tensor
-    row_type: torch.Tensor
-    col_type: torch.Tensor
+    tile_type_one_hot: torch.Tensor
     type_rel: torch.Tensor
     window_mask: torch.Tensor
     n_queries: int
@@ -130,20 +153,6 @@ def _tile_major(rows, cols, row_block, col_block, width):
     return grid.flatten()
 
 
-def _slot_lists(index, used, n_positions):
-    """(n_positions, M): the slots j with ``index[j] == position`` and
-    ``used[j]``, padded with ``len(index)``."""
-    slots = torch.arange(len(index))[used]
-    positions = index[used]
-    order = torch.argsort(positions, stable=True)
-    slots, positions = slots[order], positions[order]
-    counts = torch.bincount(positions, minlength=n_positions)
-    rank = torch.arange(len(positions)) - (torch.cumsum(counts, 0) - counts)[positions]
-    table = torch.full((n_positions, int(counts.max())), len(index))
-    table[positions, rank] = slots
-    return table
-
-
 @functools.lru_cache(maxsize=64)
 def grid_plan(height, width, kernel_size, dilation, tile_h, tile_w, device):
     rows = axis_plan(height, kernel_size, dilation, tile_h)
@@ -153,7 +162,10 @@ def grid_plan(height, width, kernel_size, dilation, tile_h, tile_w, device):
     rx = cols.rel_types[None, :, None, :, None, :]      # (1, tx, 1, Tx, 1, Hx)
     n_queries, n_keys = rows.tile * cols.tile, rows.halo * cols.halo
     shape = (len(rows.rel_types), len(cols.rel_types), n_queries, n_keys)
-    type_rel = (ry * side + rx).reshape(shape)
+    type_rel = (ry * side + rx).reshape(shape).flatten(0, 1)
+    n_col_types = len(cols.rel_types)
+    tile_type = rows.tile_type[:, None] * n_col_types + cols.tile_type[None, :]
+    tile_type_one_hot = F.one_hot(tile_type.flatten(), len(type_rel)).float()
     inside = ((ry < side - 1) & (rx < side - 1)).reshape(shape)
     inside = inside[rows.tile_type][:, cols.tile_type].flatten(0, 1)   # (n_tiles, Tq, Tk)
     window_mask = torch.zeros(inside.shape).masked_fill_(~inside, float('-inf'))[:, None]
@@ -164,105 +176,102 @@ def grid_plan(height, width, kernel_size, dilation, tile_h, tile_w, device):
     query_slot = (oy % rows.tile) * cols.tile + ox % cols.tile
     tile = (oy // rows.tile) * n_tile_cols + ox // cols.tile
     output_index = (tile * n_queries + query_slot).flatten()
-    query_inverse = torch.full_like(query_index, height * width)
-    query_inverse[output_index] = torch.arange(height * width)
-    key_sources = _slot_lists(key_index, inside.any(1).flatten(), height * width)
-    tensors = (query_index, key_index, output_index, query_slot.flatten(), query_inverse,
-               key_sources, rows.tile_type, cols.tile_type, type_rel, window_mask)
-    return GridPlan(*(t.to(device) for t in tensors), n_queries, n_keys)
+    n_positions = height * width
+    gathers = (_row_gather(query_index, n_positions), _row_gather(key_index, n_positions),
+               _row_gather(output_index, len(query_index)))
+    tensors = (query_slot.flatten(), tile_type_one_hot, type_rel, window_mask)
+    return GridPlan(*(_move_row_gather(g, device) for g in gathers),
+                    *(t.to(device) for t in tensors), n_queries, n_keys)
 
 
 def _per_tile(per_type, plan: GridPlan):
-    """(..., n_row_types, n_col_types, Tq, Tk) -> (..., n_tiles, Tq, Tk)."""
-    dims = per_type.dim()
-    per_tile = per_type.index_select(dims - 4, plan.row_type)
-    per_tile = per_tile.index_select(dims - 3, plan.col_type)
-    return per_tile.flatten(dims - 4, dims - 3)
+    """(n_types, ...) -> (n_tiles, ...), rows picked by each tile's type.
 
-
-class _Gather(torch.autograd.Function):
-    """``x.index_select(1, index)`` whose backward is a gather too.
-
-    ``sources[j]`` lists the output rows that hold ``x[:, j]`` (padded with
-    ``len(index)``, which reads a zero row), so the gradient of ``x`` is a
-    gather plus a sum over at most M copies instead of zero-fill +
-    ``index_add_``, which is serial on CPU. Output rows left out of
-    ``sources`` must receive zero gradient: true for the padding queries that
-    repeat a position (their outputs are dropped) and for halo keys clamped
-    onto a position outside every window (masked, so weightless).
+    A one-hot matmul rather than ``index_select``: its backward (summing the
+    tiles of each type) is then a GEMM instead of a serial ``index_add_``.
     """
+    per_tile = plan.tile_type_one_hot.to(per_type.dtype) @ per_type.flatten(1)
+    return per_tile.view(-1, *per_type.shape[1:])
+
+
+class _GatherRows(torch.autograd.Function):
+    """Row gather (see :class:`RowGather`) with a sparse-matmul backward."""
 
     @staticmethod
-    def forward(ctx, x, index, sources):
-        ctx.save_for_backward(sources)
-        return x.index_select(1, index)
+    def forward(ctx, x, gather: RowGather):
+        ctx.gather = gather
+        return x.index_select(0, gather.index)
 
     @staticmethod
     def backward(ctx, grad):
-        sources, = ctx.saved_tensors
-        grad = torch.cat([grad, grad.new_zeros(grad.shape[0], 1, *grad.shape[2:])], dim=1)
-        gathered = grad.index_select(1, sources.flatten())
-        if sources.shape[1] > 1:
-            gathered = gathered.view(grad.shape[0], *sources.shape, *grad.shape[2:]).sum(2)
-        return gathered, None, None
+        gather = ctx.gather
+        rows = grad.reshape(len(gather.index), -1)
+        if rows.device.type == 'cpu' and rows.dtype in (torch.float32, torch.float64):
+            with warnings.catch_warnings():   # "sparse CSR support is in beta"
+                warnings.simplefilter('ignore', UserWarning)
+                scatter = torch.sparse_csr_tensor(
+                    gather.crow, gather.col, rows.new_ones(len(gather.col)),
+                    size=(gather.n_src, len(gather.index)))
+            grad_x = scatter @ rows
+        else:
+            grad_x = rows.new_zeros(gather.n_src, rows.shape[1]).index_add_(0, gather.index, rows)
+        return grad_x.view(gather.n_src, *grad.shape[1:]), None
 
 
-def _positions(x):
-    """(B, heads, H, W, D) -> (B, H * W, heads, D); a view for the module's q/k/v."""
-    return x.permute(0, 2, 3, 1, 4).flatten(1, 2)
+def _positions(x, pad=0):
+    """(B, heads, H, W, D) -> (H * W, B, heads, D + pad), contiguous."""
+    x = x.permute(2, 3, 0, 1, 4).flatten(0, 1)
+    return F.pad(x, (0, pad)) if pad else x.contiguous()
 
 
 def _to_tiles(x, block):
-    """(B, n_tiles * block, heads, C) -> (B * n_tiles, heads, block, C), a view."""
-    batch, _, heads, channels = x.shape
-    return x.view(batch, -1, block, heads, channels).transpose(2, 3).flatten(0, 1)
+    """(n_tiles * block, B, heads, C) -> (n_tiles, B * heads, block, C), a view."""
+    _, batch, heads, channels = x.shape
+    return x.view(-1, block, batch * heads, channels).transpose(1, 2)
 
 
 def na2d_halo(query, key, value, kernel_size, dilation, rpb, scale, dropout_p=0.0,
               tile=DEFAULT_TILE):
     """Neighbourhood attention by halo tiles; arguments as :func:`nat_mm.na2d`
-    (already validated). ``tile`` is the query tile side (int or (h, w))."""
+    (already validated). ``tile`` is the query tile side (int or (h, w)).
+
+    Layout: positions first, ``(H * W, B, heads, C)``, so that every gather
+    copies whole rows of ``B * heads * C`` floats and the tiles reach SDPA as
+    ``(n_tiles, B * heads, T, C)`` views, with one window mask per tile
+    broadcast over batch and heads.
+    """
     batch, heads, height, width, head_dim = query.shape
     tile_h, tile_w = (tile, tile) if isinstance(tile, int) else tile
     plan = grid_plan(height, width, kernel_size, dilation, tile_h, tile_w, query.device)
     n_queries, n_keys = plan.n_queries, plan.n_keys
-    window_mask = plan.window_mask.to(query.dtype).repeat(batch, 1, 1, 1)   # (B*tiles, 1, Tq, Tk)
+    mask = window_mask = plan.window_mask.to(query.dtype)           # (tiles, 1, Tq, Tk)
     dropout_p = dropout_p if torch.is_grad_enabled() else 0.0
     table = None if rpb is None else F.pad(rpb, (0, 1, 0, 1)).flatten(1)   # (heads, 4K^2)
-    n_slots = plan.query_index.numel()
-
-    def gather_queries(x):
-        return _to_tiles(_Gather.apply(x, plan.query_index, plan.output_index[:, None]),
-                         n_queries)
-
-    def gather_keys(x):
-        return _to_tiles(_Gather.apply(x, plan.key_index, plan.key_sources), n_keys)
 
     if table is not None and table.requires_grad and torch.is_grad_enabled():
         # Fold the bias into the dot product (see the module docstring): query
-        # channels [q * scale, e_slot], key channels [k, bias[:, key]], value
+        # channels [q, e_slot / scale], key channels [k, bias[:, key]], value
         # channels [v, 0].
-        one_hot = F.one_hot(plan.query_slot, n_queries).to(query.dtype)
-        q = torch.cat([_positions(query) * scale,
-                       one_hot[None, :, None].expand(batch, -1, heads, -1)], dim=-1)
-        q = gather_queries(q)
-        bias = _per_tile(table[:, plan.type_rel], plan).to(query.dtype)   # (heads, tiles, Tq, Tk)
-        k = torch.cat([gather_keys(_positions(key)),
-                       bias.transpose(0, 1).transpose(-1, -2).repeat(batch, 1, 1, 1)], dim=-1)
-        v = gather_keys(F.pad(_positions(value), (0, n_queries)))
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=window_mask,
-                                             dropout_p=dropout_p, scale=1.0)
+        one_hot = F.one_hot(plan.query_slot, n_queries).to(query.dtype) / scale
+        q = torch.cat([query.permute(2, 3, 0, 1, 4).flatten(0, 1),
+                       one_hot[:, None, None].expand(-1, batch, heads, -1)], dim=-1)
+        q = _to_tiles(_GatherRows.apply(q, plan.queries), n_queries)
+        bias = table[:, plan.type_rel].to(query.dtype).permute(1, 3, 0, 2)   # (types, Tk, heads, Tq)
+        bias = _per_tile(bias, plan)[:, :, None]                          # (tiles, Tk, 1, heads, Tq)
+        k = _GatherRows.apply(_positions(key), plan.keys).view(-1, n_keys, batch, heads, head_dim)
+        k = torch.cat([k, bias.expand(-1, -1, batch, -1, -1)], dim=-1).flatten(0, 1)
+        k = _to_tiles(k, n_keys)
+        v = _to_tiles(_GatherRows.apply(_positions(value, pad=n_queries), plan.keys), n_keys)
     else:
-        q = gather_queries(_positions(query))
-        k = gather_keys(_positions(key))
-        v = gather_keys(_positions(value))
-        mask = window_mask
+        q = _to_tiles(_GatherRows.apply(_positions(query), plan.queries), n_queries)
+        k = _to_tiles(_GatherRows.apply(_positions(key), plan.keys), n_keys)
+        v = _to_tiles(_GatherRows.apply(_positions(value), plan.keys), n_keys)
         if table is not None:
-            bias = _per_tile(table[:, plan.type_rel], plan).to(query.dtype)   # (heads, tiles, Tq, Tk)
-            mask = window_mask + bias.transpose(0, 1).repeat(batch, 1, 1, 1)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p,
-                                             scale=scale)
-    # (B * tiles, heads, Tq, C) -> (B, tiles * Tq, heads, C) -> map positions
-    out = out.unflatten(0, (batch, -1)).transpose(2, 3).reshape(batch, n_slots, heads, -1)
-    out = _Gather.apply(out[..., :head_dim], plan.output_index, plan.query_inverse[:, None])
-    return out.view(batch, height, width, heads, head_dim).permute(0, 3, 1, 2, 4)
+            bias = _per_tile(table[:, plan.type_rel].to(query.dtype).transpose(0, 1), plan)
+            bias = bias[:, None].expand(-1, batch, -1, -1, -1)          # (tiles, B, heads, Tq, Tk)
+            mask = (window_mask[:, None] + bias).flatten(1, 2)          # (tiles, B*heads, Tq, Tk)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p,
+                                         scale=scale)                   # (tiles, B*heads, Tq, C)
+    out = out.transpose(1, 2).reshape(-1, batch, heads, out.shape[-1])[..., :head_dim]
+    out = _GatherRows.apply(out, plan.outputs)
+    return out.view(height, width, batch, heads, head_dim).permute(2, 3, 0, 1, 4)

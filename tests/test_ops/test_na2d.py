@@ -112,7 +112,7 @@ class _LargestTensor(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         for t in (out if isinstance(out, (tuple, list)) else (out,)):
-            if isinstance(t, torch.Tensor):
+            if isinstance(t, torch.Tensor) and t.layout == torch.strided:   # not sparse
                 self.largest = max(self.largest, t.numel())
         return out
 
