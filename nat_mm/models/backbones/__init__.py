@@ -1,0 +1,3 @@
+from .nat import NAT
+
+__all__ = ['NAT']
