@@ -28,6 +28,10 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+#: Halo floats (keys or values, all heads and images) per SDPA call; larger
+#: maps are attended in several chunks of tiles to bound the backward's peak.
+CHUNK_FLOATS = 2 ** 22
+
 #: Queries per tile along each axis. 4x4 tiles keep the halo overhead low
 #: ((4+6)^2 / 7^2 = 2x the K*K dot products for K=7) and the folded bias narrow
 #: (16 extra channels).
@@ -116,29 +120,38 @@ def _move_row_gather(gather: RowGather, device):
                            col=gather.col.to(device))
 
 
-class GridPlan(NamedTuple):
-    """Tiling of an H x W map on one device; positions are flat (y * W + x).
+class TileChunk(NamedTuple):
+    """A run of consecutive tiles, attended in one SDPA call.
 
-    queries: gathers the tile queries, (n_tiles * Tq) rows, from the H * W
-        positions; tiles in row-major order, queries row-major inside a tile.
-    keys: gathers the halo keys, (n_tiles * Tk) rows, from the positions.
-    outputs: gathers each position's output from the query slots.
-    query_slot: (H * W,) the index of each position inside its tile (0..Tq-1).
-    tile_type_one_hot: (n_tiles, n_types) the type of each tile, one-hot; a type
-        is a (row type, column type) pair.
-    type_rel: (n_types, Tq, Tk) flat index into the
-        (2K) x (2K) rpb table padded with a zero row and column, where index
-        2K-1 on either axis means "outside the window".
-    window_mask: (n_tiles, 1, Tq, Tk) float, 0 inside each query's window and
+    queries: gathers the chunk's tile queries, (tiles * Tq) rows, from the
+        H * W positions; queries row-major inside a tile.
+    keys: gathers the chunk's halo keys, (tiles * Tk) rows.
+    tile_type_one_hot: (tiles, n_types) the type of each tile (a type is a
+        (row type, column type) pair).
+    window_mask: (tiles, 1, Tq, Tk) float, 0 inside each query's window and
         -inf outside.
     """
     queries: RowGather
     keys: RowGather
+    tile_type_one_hot: torch.Tensor
+    window_mask: torch.Tensor
+
+
+class GridPlan(NamedTuple):
+    """Tiling of an H x W map on one device; positions are flat (y * W + x),
+    tiles in row-major order.
+
+    chunks: the tiles, cut into :class:`TileChunk` runs.
+    outputs: gathers each position's output from the (n_tiles * Tq) query slots.
+    query_slot: (H * W,) the index of each position inside its tile (0..Tq-1).
+    type_rel: (n_types, Tq, Tk) flat index into the (2K) x (2K) rpb table
+        padded with a zero row and column, where index 2K-1 on either axis
+        means "outside the window".
+    """
+    chunks: tuple
     outputs: RowGather
     query_slot: torch.Tensor
-    tile_type_one_hot: torch.Tensor
     type_rel: torch.Tensor
-    window_mask: torch.Tensor
     n_queries: int
     n_keys: int
 
@@ -154,7 +167,8 @@ def _tile_major(rows, cols, row_block, col_block, width):
 
 
 @functools.lru_cache(maxsize=64)
-def grid_plan(height, width, kernel_size, dilation, tile_h, tile_w, device):
+def grid_plan(height, width, kernel_size, dilation, tile_h, tile_w, device, n_chunks=1):
+    """Builds the :class:`GridPlan` (cached per shape, device and chunking)."""
     rows = axis_plan(height, kernel_size, dilation, tile_h)
     cols = axis_plan(width, kernel_size, dilation, tile_w)
     side = 2 * kernel_size
@@ -176,21 +190,28 @@ def grid_plan(height, width, kernel_size, dilation, tile_h, tile_w, device):
     query_slot = (oy % rows.tile) * cols.tile + ox % cols.tile
     tile = (oy // rows.tile) * n_tile_cols + ox // cols.tile
     output_index = (tile * n_queries + query_slot).flatten()
-    n_positions = height * width
-    gathers = (_row_gather(query_index, n_positions), _row_gather(key_index, n_positions),
-               _row_gather(output_index, len(query_index)))
-    tensors = (query_slot.flatten(), tile_type_one_hot, type_rel, window_mask)
-    return GridPlan(*(_move_row_gather(g, device) for g in gathers),
-                    *(t.to(device) for t in tensors), n_queries, n_keys)
+    n_positions, n_tiles = height * width, len(window_mask)
+    chunks = []
+    for tiles in torch.arange(n_tiles).tensor_split(min(n_chunks, n_tiles)):
+        first, last = int(tiles[0]), int(tiles[-1]) + 1
+        chunks.append(TileChunk(
+            _move_row_gather(_row_gather(
+                query_index[first * n_queries:last * n_queries], n_positions), device),
+            _move_row_gather(_row_gather(
+                key_index[first * n_keys:last * n_keys], n_positions), device),
+            tile_type_one_hot[first:last].to(device), window_mask[first:last].to(device)))
+    outputs = _move_row_gather(_row_gather(output_index, len(query_index)), device)
+    return GridPlan(tuple(chunks), outputs, query_slot.flatten().to(device), type_rel.to(device),
+                    n_queries, n_keys)
 
 
-def _per_tile(per_type, plan: GridPlan):
-    """(n_types, ...) -> (n_tiles, ...), rows picked by each tile's type.
+def _per_tile(per_type, chunk: TileChunk):
+    """(n_types, ...) -> (tiles, ...), rows picked by each tile's type.
 
     A one-hot matmul rather than ``index_select``: its backward (summing the
     tiles of each type) is then a GEMM instead of a serial ``index_add_``.
     """
-    per_tile = plan.tile_type_one_hot.to(per_type.dtype) @ per_type.flatten(1)
+    per_tile = chunk.tile_type_one_hot.to(per_type.dtype) @ per_type.flatten(1)
     return per_tile.view(-1, *per_type.shape[1:])
 
 
@@ -237,41 +258,53 @@ def na2d_halo(query, key, value, kernel_size, dilation, rpb, scale, dropout_p=0.
 
     Layout: positions first, ``(H * W, B, heads, C)``, so that every gather
     copies whole rows of ``B * heads * C`` floats and the tiles reach SDPA as
-    ``(n_tiles, B * heads, T, C)`` views, with one window mask per tile
-    broadcast over batch and heads.
+    ``(tiles, B * heads, T, C)`` views, with one window mask per tile
+    broadcast over batch and heads. Large maps go through SDPA in chunks of
+    tiles: autograd then runs each chunk's SDPA backward and gather backward
+    before the next, so only one chunk's key/value gradients exist at a time.
     """
     batch, heads, height, width, head_dim = query.shape
     tile_h, tile_w = (tile, tile) if isinstance(tile, int) else tile
-    plan = grid_plan(height, width, kernel_size, dilation, tile_h, tile_w, query.device)
-    n_queries, n_keys = plan.n_queries, plan.n_keys
-    mask = window_mask = plan.window_mask.to(query.dtype)           # (tiles, 1, Tq, Tk)
-    dropout_p = dropout_p if torch.is_grad_enabled() else 0.0
     table = None if rpb is None else F.pad(rpb, (0, 1, 0, 1)).flatten(1)   # (heads, 4K^2)
+    fold_bias = table is not None and table.requires_grad and torch.is_grad_enabled()
+    halo_floats = (batch * heads * height * width * (tile_h + kernel_size - 1) ** 2
+                   * (head_dim + fold_bias * tile_h * tile_w) // (tile_h * tile_w))
+    plan = grid_plan(height, width, kernel_size, dilation, tile_h, tile_w, query.device,
+                     n_chunks=-(-halo_floats // CHUNK_FLOATS))
+    n_queries, n_keys = plan.n_queries, plan.n_keys
+    dropout_p = dropout_p if torch.is_grad_enabled() else 0.0
 
-    if table is not None and table.requires_grad and torch.is_grad_enabled():
+    if fold_bias:
         # Fold the bias into the dot product (see the module docstring): query
         # channels [q, e_slot / scale], key channels [k, bias[:, key]], value
         # channels [v, 0].
         one_hot = F.one_hot(plan.query_slot, n_queries).to(query.dtype) / scale
-        q = torch.cat([query.permute(2, 3, 0, 1, 4).flatten(0, 1),
-                       one_hot[:, None, None].expand(-1, batch, heads, -1)], dim=-1)
-        q = _to_tiles(_GatherRows.apply(q, plan.queries), n_queries)
+        query = torch.cat([query.permute(2, 3, 0, 1, 4).flatten(0, 1),
+                           one_hot[:, None, None].expand(-1, batch, heads, -1)], dim=-1)
+        key, value = _positions(key), _positions(value, pad=n_queries)
         bias = table[:, plan.type_rel].to(query.dtype).permute(1, 3, 0, 2)   # (types, Tk, heads, Tq)
-        bias = _per_tile(bias, plan)[:, :, None]                          # (tiles, Tk, 1, heads, Tq)
-        k = _GatherRows.apply(_positions(key), plan.keys).view(-1, n_keys, batch, heads, head_dim)
-        k = torch.cat([k, bias.expand(-1, -1, batch, -1, -1)], dim=-1).flatten(0, 1)
-        k = _to_tiles(k, n_keys)
-        v = _to_tiles(_GatherRows.apply(_positions(value, pad=n_queries), plan.keys), n_keys)
     else:
-        q = _to_tiles(_GatherRows.apply(_positions(query), plan.queries), n_queries)
-        k = _to_tiles(_GatherRows.apply(_positions(key), plan.keys), n_keys)
-        v = _to_tiles(_GatherRows.apply(_positions(value), plan.keys), n_keys)
+        query, key, value = _positions(query), _positions(key), _positions(value)
         if table is not None:
-            bias = _per_tile(table[:, plan.type_rel].to(query.dtype).transpose(0, 1), plan)
-            bias = bias[:, None].expand(-1, batch, -1, -1, -1)          # (tiles, B, heads, Tq, Tk)
-            mask = (window_mask[:, None] + bias).flatten(1, 2)          # (tiles, B*heads, Tq, Tk)
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p,
-                                         scale=scale)                   # (tiles, B*heads, Tq, C)
-    out = out.transpose(1, 2).reshape(-1, batch, heads, out.shape[-1])[..., :head_dim]
-    out = _GatherRows.apply(out, plan.outputs)
+            bias = table[:, plan.type_rel].to(query.dtype).transpose(0, 1)   # (types, heads, Tq, Tk)
+
+    outputs = []
+    for chunk in plan.chunks:
+        q = _to_tiles(_GatherRows.apply(query, chunk.queries), n_queries)
+        k = _GatherRows.apply(key, chunk.keys)
+        v = _to_tiles(_GatherRows.apply(value, chunk.keys), n_keys)
+        mask = chunk.window_mask.to(query.dtype)                     # (tiles, 1, Tq, Tk)
+        if fold_bias:
+            chunk_bias = _per_tile(bias, chunk)[:, :, None]              # (tiles, Tk, 1, heads, Tq)
+            k = k.view(-1, n_keys, batch, heads, head_dim)
+            k = torch.cat([k, chunk_bias.expand(-1, -1, batch, -1, -1)], dim=-1).flatten(0, 1)
+        elif table is not None:
+            chunk_bias = _per_tile(bias, chunk)[:, None].expand(-1, batch, -1, -1, -1)
+            mask = (mask[:, None] + chunk_bias).flatten(1, 2)            # (tiles, B*heads, Tq, Tk)
+        out = F.scaled_dot_product_attention(q, _to_tiles(k, n_keys), v, attn_mask=mask,
+                                             dropout_p=dropout_p, scale=scale)
+        # (tiles, B * heads, Tq, C) -> (tiles * Tq, B, heads, C)
+        outputs.append(out.transpose(1, 2).reshape(-1, batch, heads, out.shape[-1]))
+    out = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
+    out = _GatherRows.apply(out[..., :head_dim], plan.outputs)
     return out.view(height, width, batch, heads, head_dim).permute(2, 3, 0, 1, 4)
