@@ -106,13 +106,12 @@ class RowGather(NamedTuple):
     index: torch.Tensor
     crow: torch.Tensor
     col: torch.Tensor
-    n_src: int
 
 
 def _row_gather(index, n_src):
     order = torch.argsort(index, stable=True)
     crow = F.pad(torch.cumsum(torch.bincount(index, minlength=n_src), 0), (1, 0))
-    return RowGather(index, crow, order, n_src)
+    return RowGather(index, crow, order)
 
 
 def _move_row_gather(gather: RowGather, device):
@@ -219,24 +218,28 @@ class _GatherRows(torch.autograd.Function):
     """Row gather (see :class:`RowGather`) with a sparse-matmul backward."""
 
     @staticmethod
-    def forward(ctx, x, gather: RowGather):
-        ctx.gather = gather
-        return x.index_select(0, gather.index)
+    def forward(ctx, x, index, crow, col):
+        ctx.save_for_backward(index, crow, col)
+        return x.index_select(0, index)
 
     @staticmethod
     def backward(ctx, grad):
-        gather = ctx.gather
-        rows = grad.reshape(len(gather.index), -1)
+        index, crow, col = ctx.saved_tensors
+        n_src = len(crow) - 1
+        rows = grad.reshape(len(index), -1)
         if rows.device.type == 'cpu' and rows.dtype in (torch.float32, torch.float64):
             with warnings.catch_warnings():   # "sparse CSR support is in beta"
                 warnings.simplefilter('ignore', UserWarning)
-                scatter = torch.sparse_csr_tensor(
-                    gather.crow, gather.col, rows.new_ones(len(gather.col)),
-                    size=(gather.n_src, len(gather.index)))
+                scatter = torch.sparse_csr_tensor(crow, col, rows.new_ones(len(col)),
+                                                  size=(n_src, len(index)))
             grad_x = scatter @ rows
         else:
-            grad_x = rows.new_zeros(gather.n_src, rows.shape[1]).index_add_(0, gather.index, rows)
-        return grad_x.view(gather.n_src, *grad.shape[1:]), None
+            grad_x = rows.new_zeros(n_src, rows.shape[1]).index_add_(0, index, rows)
+        return grad_x.view(n_src, *grad.shape[1:]), None, None, None
+
+
+def _gather_rows(x, gather: RowGather):
+    return _GatherRows.apply(x, gather.index, gather.crow, gather.col)
 
 
 def _positions(x, pad=0):
@@ -290,9 +293,9 @@ def na2d_halo(query, key, value, kernel_size, dilation, rpb, scale, dropout_p=0.
 
     outputs = []
     for chunk in plan.chunks:
-        q = _to_tiles(_GatherRows.apply(query, chunk.queries), n_queries)
-        k = _GatherRows.apply(key, chunk.keys)
-        v = _to_tiles(_GatherRows.apply(value, chunk.keys), n_keys)
+        q = _to_tiles(_gather_rows(query, chunk.queries), n_queries)
+        k = _gather_rows(key, chunk.keys)
+        v = _to_tiles(_gather_rows(value, chunk.keys), n_keys)
         mask = chunk.window_mask.to(query.dtype)                     # (tiles, 1, Tq, Tk)
         if fold_bias:
             chunk_bias = _per_tile(bias, chunk)[:, :, None]              # (tiles, Tk, 1, heads, Tq)
@@ -306,5 +309,5 @@ def na2d_halo(query, key, value, kernel_size, dilation, rpb, scale, dropout_p=0.
         # (tiles, B * heads, Tq, C) -> (tiles * Tq, B, heads, C)
         outputs.append(out.transpose(1, 2).reshape(-1, batch, heads, out.shape[-1]))
     out = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
-    out = _GatherRows.apply(out[..., :head_dim], plan.outputs)
+    out = _gather_rows(out[..., :head_dim], plan.outputs)
     return out.view(height, width, batch, heads, head_dim).permute(2, 3, 0, 1, 4)

@@ -1,0 +1,354 @@
+"""Benchmark the NAT-Tiny backbone against Swin-T and against its attention-free floor.
+
+Measured side by side in one run (times are medians of interleaved repeats):
+
+* ``nat``: ``nat_mm.NAT(arch='tiny')``;
+* ``swin``: Swin-T exactly as MMSegmentation ships it (the backbone of its
+  UperNet Swin-T ADE20K config, built by ``mmseg.registry.MODELS``);
+* ``floor``: the same NAT-Tiny with only the attention core (QK, softmax, AV)
+  replaced by passing ``value`` through; qkv/proj linears, norms, MLPs and
+  convolutions stay. The gap ``nat - floor`` is the attention core's cost.
+
+Modes: ``infer`` (eval mode, no_grad, forward) and ``train`` (train mode,
+forward + backward of the sum of all outputs). Both backbones use the
+``--drop-path`` rate (default 0.3, the value of both UperNet ADE20K configs).
+With ``--dtype bfloat16|float16`` the forward runs under ``torch.autocast``.
+
+Peak memory of one step, after a warm-up step: on CUDA
+``torch.cuda.max_memory_allocated`` beyond what was allocated before the step;
+on CPU the growth of the peak resident set size (high-water mark reset before
+the step) of a fresh subprocess per (model, mode, shape).
+
+Examples::
+
+    python tools/benchmark.py                                  # 512x512:2 and 800x1344:1
+    python tools/benchmark.py --shapes 256x256 --repeats 1      # quick smoke run
+    python tools/benchmark.py --device cuda --dtype bfloat16 --repeats 10
+    python tools/benchmark.py --shapes 512x512:2 --modes train --profile
+"""
+import argparse
+import contextlib
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+TOOLS = Path(__file__).resolve().parent
+sys.path[:0] = [str(TOOLS.parent), str(TOOLS)]
+from benchmark_na import synchronize  # noqa: E402
+
+import nat_mm.ops.module as na_module  # noqa: E402
+from nat_mm import NAT  # noqa: E402
+
+MODELS = {'nat': 'NAT-Tiny', 'swin': 'Swin-T', 'floor': 'NAT-T floor'}
+MODES = ('infer', 'train')
+DEFAULT_SHAPES = ('512x512:2', '800x1344:1')
+#: The config (inside the installed mmseg) whose backbone is "Swin-T as MMSegmentation ships it".
+SWIN_CONFIG = 'configs/swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py'
+#: The shape, mode and bounds of the targets checked at the end.
+TARGET_SHAPE, TARGET_MODE = '512x512:2', 'train'
+MAX_TIME_VS_SWIN, MAX_MEMORY_VS_SWIN, MAX_TIME_VS_FLOOR = 1.0, 1.0, 1.25
+
+
+def parse_shape(text):
+    """'HxW' or 'HxW:B' -> (H, W, B); B defaults to 1."""
+    match = re.fullmatch(r'(\d+)x(\d+)(?::(\d+))?', text)
+    if not match:
+        raise argparse.ArgumentTypeError(f'shape must look like 512x512 or 512x512:2, got {text!r}')
+    height, width, batch = int(match[1]), int(match[2]), int(match[3] or 1)
+    if min(height, width, batch) < 1:
+        raise argparse.ArgumentTypeError(f'shape sizes must be >= 1, got {text!r}')
+    return height, width, batch
+
+
+def shape_name(shape):
+    height, width, batch = shape
+    return f'{height}x{width}:{batch}'
+
+
+def _pass_value_through(query, key, value, *args, **kwargs):
+    return value
+
+
+class AttentionFree(nn.Module):
+    """Runs ``model`` with the neighbourhood attention core replaced by identity on v.
+
+    Only the name ``na2d`` that :class:`nat_mm.NeighborhoodAttention2D` calls is
+    swapped, for the duration of the forward; the backward of the floor never
+    reaches the attention op.
+    """
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, inputs):
+        original = na_module.na2d
+        na_module.na2d = _pass_value_through
+        try:
+            return self.model(inputs)
+        finally:
+            na_module.na2d = original
+
+
+def build_swin(drop_path_rate):
+    """The Swin-T backbone of MMSegmentation's UperNet Swin-T config (no pretrained init)."""
+    import mmseg
+    from mmengine.config import Config
+    from mmseg.registry import MODELS as MMSEG_MODELS
+    from mmseg.utils import register_all_modules
+    config = Path(mmseg.__file__).parent / '.mim' / SWIN_CONFIG
+    if not config.is_file():
+        raise FileNotFoundError(f'benchmark: the Swin-T config {config} is not in the installed '
+                                'mmsegmentation')
+    register_all_modules(init_default_scope=False)
+    backbone = Config.fromfile(config).model.backbone
+    backbone.pop('init_cfg', None)
+    backbone.drop_path_rate = drop_path_rate
+    return MMSEG_MODELS.build(backbone)
+
+
+def build_model(name, drop_path_rate):
+    torch.manual_seed(0)
+    if name == 'swin':
+        return build_swin(drop_path_rate)
+    nat = NAT(arch='tiny', drop_path_rate=drop_path_rate)
+    return AttentionFree(nat) if name == 'floor' else nat
+
+
+def make_inputs(shape, device):
+    height, width, batch = shape
+    gen = torch.Generator().manual_seed(0)
+    return torch.randn(batch, 3, height, width, generator=gen).to(device)
+
+
+def run_step(model, inputs, mode, dtype):
+    """One inference forward or one training forward + backward of sum(outputs)."""
+    model.train(mode == 'train')
+    autocast = (torch.autocast(inputs.device.type, dtype=dtype) if dtype != torch.float32
+                else contextlib.nullcontext())
+    if mode == 'infer':
+        with torch.no_grad(), autocast:
+            model(inputs)
+        return
+    with autocast:
+        loss = sum(out.float().sum() for out in model(inputs))
+    loss.backward()
+    for param in model.parameters():
+        param.grad = None
+
+
+def time_models(models, inputs, modes, dtype, repeats):
+    """{(model, mode): median seconds}; repeats interleave models and modes."""
+    device = inputs.device
+    for name, model in models.items():         # warm-up: caches, allocator, kernels
+        for mode in modes:
+            run_step(model, inputs, mode, dtype)
+    times = {(name, mode): [] for name in models for mode in modes}
+    for _ in range(repeats):
+        for mode in modes:
+            for name, model in models.items():
+                synchronize(device)
+                start = time.perf_counter()
+                run_step(model, inputs, mode, dtype)
+                synchronize(device)
+                times[(name, mode)].append(time.perf_counter() - start)
+    return {key: statistics.median(values) for key, values in times.items()}
+
+
+def peak_memory_here(model, inputs, mode, dtype):
+    """Peak bytes of one step beyond what was held before it (this process),
+    measured after a warm-up step (lazily built caches are not counted)."""
+    device = inputs.device
+    run_step(model, inputs, mode, dtype)
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        run_step(model, inputs, mode, dtype)
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - base
+    return peak_rss_growth(lambda: run_step(model, inputs, mode, dtype))
+
+
+def _proc_status_bytes(field):
+    """A memory field (VmRSS, VmHWM) of /proc/self/status, in bytes."""
+    with open('/proc/self/status') as status:
+        return int(re.search(rf'^{field}:\s+(\d+) kB', status.read(), re.M)[1]) * 1024
+
+
+def peak_rss_growth(step):
+    """Peak resident-set growth of this process while ``step()`` runs.
+
+    The high-water mark is reset first (Linux ``/proc/self/clear_refs``), so the
+    peaks of imports and model building do not hide a smaller step's peak.
+    """
+    try:
+        with open('/proc/self/clear_refs', 'w') as clear_refs:
+            clear_refs.write('5')
+    except OSError as error:
+        raise RuntimeError('benchmark: CPU peak memory needs Linux /proc/self/clear_refs '
+                           f'({error})') from error
+    base = _proc_status_bytes('VmRSS')
+    step()
+    return _proc_status_bytes('VmHWM') - base
+
+
+def peak_memory(name, mode, shape, args, models, inputs):
+    """CUDA: measured in this process; CPU: in a fresh subprocess (peak RSS is per process)."""
+    if inputs.device.type == 'cuda':
+        return peak_memory_here(models[name], inputs, mode, getattr(torch, args.dtype))
+    probe = [sys.executable, __file__, '--memory-probe', json.dumps([name, mode, list(shape)]),
+             '--dtype', args.dtype, '--drop-path', str(args.drop_path)]
+    # A fixed glibc mmap threshold returns every freed block >= 64 KiB to the OS, so
+    # memory freed by the warm-up step cannot be reused unseen by the measured step.
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(64 * 1024))
+    result = subprocess.run(probe, capture_output=True, text=True, env=env)
+    if result.returncode:
+        raise RuntimeError(f'memory probe {name}/{mode}/{shape_name(shape)} failed:\n'
+                           f'{result.stderr[-3000:]}')
+    return int(result.stdout.strip().splitlines()[-1])
+
+
+def profile_training_step(models, inputs, dtype, row_limit):
+    """Prints the ops with the largest self time of one training step per model."""
+    from torch.profiler import ProfilerActivity, profile
+    activities = [ProfilerActivity.CPU]
+    sort_by = 'self_cpu_time_total'
+    if inputs.device.type == 'cuda':
+        activities.append(ProfilerActivity.CUDA)
+        sort_by = 'self_device_time_total'
+    for name, model in models.items():
+        run_step(model, inputs, 'train', dtype)
+        with profile(activities=activities) as prof:
+            run_step(model, inputs, 'train', dtype)
+            synchronize(inputs.device)
+        print(f'\nprofile: {MODELS[name]}, one training step, top {row_limit} ops by self time')
+        print(prof.key_averages().table(sort_by=sort_by, row_limit=row_limit))
+
+
+def ratio(numerator, denominator):
+    return numerator / denominator if denominator > 0 else float('nan')
+
+
+def print_table(results, shapes, modes, names):
+    """results[(shape, mode)] = dict(time={name: s}, memory={name: bytes})."""
+    header = (f'{"shape":11s} {"mode":5s} | ' + ' '.join(f'{MODELS[n]:>11s}' for n in names)
+              + f' | {"NAT/Swin":>8s} {"NAT/floor":>9s} {"attn share":>10s} | '
+              + ' '.join(f'{"mem " + MODELS[n]:>15s}' for n in names) + f' | {"mem NAT/Swin":>12s}')
+    print(header)
+    print('-' * len(header))
+    for shape in shapes:
+        for mode in modes:
+            time_, memory = results[(shape, mode)]['time'], results[(shape, mode)]['memory']
+            cells = ' '.join(f'{time_[n]:10.3f}s' for n in names)
+            vs_swin = ratio(time_['nat'], time_['swin']) if 'swin' in names else float('nan')
+            vs_floor = ratio(time_['nat'], time_['floor']) if 'floor' in names else float('nan')
+            share = (ratio(time_['nat'] - time_['floor'], time_['nat'])
+                     if 'floor' in names else float('nan'))
+            mem_cells = ' '.join(f'{memory[n] / 2**20:13.0f}MB' for n in names)
+            mem_vs_swin = ratio(memory['nat'], memory['swin']) if 'swin' in names else float('nan')
+            print(f'{shape_name(shape):11s} {mode:5s} | {cells} | {vs_swin:7.2f}x {vs_floor:8.2f}x '
+                  f'{share:9.1%} | {mem_cells} | {mem_vs_swin:11.2f}x')
+
+
+def check_targets(results, shapes, names):
+    """PASS/FAIL lines for the training-step targets at 512x512 batch 2."""
+    target = parse_shape(TARGET_SHAPE)
+    missing = [n for n in ('nat', 'swin', 'floor') if n not in names]
+    if target not in shapes or (target, TARGET_MODE) not in results or missing:
+        print(f'targets: NOT MEASURED (need --shapes {TARGET_SHAPE}, --modes {TARGET_MODE} and '
+              'all three models)')
+        return
+    time_, memory = results[(target, TARGET_MODE)]['time'], results[(target, TARGET_MODE)]['memory']
+    checks = [
+        (f'NAT time <= {MAX_TIME_VS_SWIN:.2f}x Swin-T', ratio(time_['nat'], time_['swin']),
+         MAX_TIME_VS_SWIN),
+        (f'NAT peak memory <= {MAX_MEMORY_VS_SWIN:.2f}x Swin-T',
+         ratio(memory['nat'], memory['swin']), MAX_MEMORY_VS_SWIN),
+        (f'NAT time <= {MAX_TIME_VS_FLOOR:.2f}x floor', ratio(time_['nat'], time_['floor']),
+         MAX_TIME_VS_FLOOR),
+    ]
+    for label, value, bound in checks:
+        print(f'{"PASS" if value <= bound else "FAIL"}: {TARGET_MODE} step {TARGET_SHAPE}: '
+              f'{label} (measured {value:.2f}x)')
+    passed = all(value <= bound for _, value, bound in checks)
+    print(f'targets: {"PASS" if passed else "FAIL"}')
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
+    parser.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16', 'float16'])
+    parser.add_argument('--shapes', nargs='+', type=parse_shape,
+                        default=[parse_shape(s) for s in DEFAULT_SHAPES],
+                        help='HxW or HxW:B (batch, default 1); default: '
+                             + ' '.join(DEFAULT_SHAPES))
+    parser.add_argument('--modes', nargs='+', choices=MODES, default=list(MODES))
+    parser.add_argument('--models', nargs='+', choices=list(MODELS), default=list(MODELS))
+    parser.add_argument('--repeats', type=int, default=3, help='timed repeats (median)')
+    parser.add_argument('--drop-path', type=float, default=0.3,
+                        help='drop-path rate of both backbones (their ADE20K configs use 0.3)')
+    parser.add_argument('--profile', action='store_true',
+                        help='also print the top ops of one training step at the first shape')
+    parser.add_argument('--profile-rows', type=int, default=15)
+    parser.add_argument('--memory-probe', help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error('--repeats must be >= 1')
+    if 'nat' not in args.models:
+        parser.error('--models must include nat (every ratio is relative to it)')
+    if args.device == 'cuda' and not torch.cuda.is_available():
+        parser.error('--device cuda: CUDA is not available')
+    if args.device == 'cpu' and args.dtype == 'float16':
+        parser.error('--dtype float16 needs --device cuda (use bfloat16 on CPU)')
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    dtype = getattr(torch, args.dtype)
+    device = torch.device(args.device)
+    if args.memory_probe:
+        name, mode, shape = json.loads(args.memory_probe)
+        model = build_model(name, args.drop_path).to(device)
+        print(peak_memory_here(model, make_inputs(tuple(shape), device), mode, dtype))
+        return
+    models = {name: build_model(name, args.drop_path).to(device) for name in args.models}
+    hardware = (torch.cuda.get_device_name(device) if device.type == 'cuda'
+                else f'CPU, {torch.get_num_threads()} threads')
+    print(f'backbone benchmark: {args.dtype}, {hardware}, torch {torch.__version__}; '
+          f'drop_path {args.drop_path}; time: median of {args.repeats} interleaved repeats; '
+          f'memory: peak extra of one step '
+          f'({"max_memory_allocated" if device.type == "cuda" else "peak RSS, fresh process"})')
+    for name, model in models.items():
+        params = sum(p.numel() for p in model.parameters()) / 1e6
+        print(f'  {name:5s} = {MODELS[name]}: {params:.2f}M parameters')
+    print('  attn share = (NAT - floor) / NAT time: the attention core (QK, softmax, AV)')
+    results = {}
+    for shape in args.shapes:
+        inputs = make_inputs(shape, device)
+        times = time_models(models, inputs, args.modes, dtype, args.repeats)
+        for mode in args.modes:
+            results[(shape, mode)] = dict(
+                time={name: times[(name, mode)] for name in models},
+                memory={name: peak_memory(name, mode, shape, args, models, inputs)
+                        for name in models})
+        print(f'  measured {shape_name(shape)}', flush=True)
+    print()
+    print_table(results, args.shapes, args.modes, list(models))
+    check_targets(results, args.shapes, list(models))
+    if args.profile:
+        profile_training_step(models, make_inputs(args.shapes[0], device), dtype,
+                              args.profile_rows)
+
+
+if __name__ == '__main__':
+    main()

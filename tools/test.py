@@ -1,0 +1,100 @@
+"""Evaluate a NAT / DiNAT detector or segmentor checkpoint.
+
+One script for MMDetection and MMSegmentation configs (the config's
+``default_scope`` selects mmdet or mmseg).
+
+Examples:
+    python tools/test.py configs/upernet_nat_tiny_ade20k.py work_dirs/x/iter_160000.pth
+    python tools/test.py configs/mask_rcnn_nat_tiny_coco.py CHECKPOINT --out results.pkl
+    python tools/test.py CONFIG CHECKPOINT --show-dir vis    # pictures of the predictions
+    bash tools/dist_test.sh CONFIG CHECKPOINT 8
+"""
+import argparse
+import os
+import os.path as osp
+
+from mmengine.config import Config, DictAction
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+from nat_mm.engine import adapt_config_to_device, check_dataset_paths, init_distributed
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Evaluate a NAT detector or segmentor')
+    parser.add_argument('config', help='config file')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--work-dir', help='folder for the evaluation logs '
+                        '(default: ./work_dirs/<config name>)')
+    parser.add_argument('--show-dir', help='draw the predictions: detection into '
+                        '<work dir>/<timestamp>/SHOW_DIR, segmentation into SHOW_DIR/vis_data')
+    parser.add_argument('--out', help='keep the predictions: detection as a .pkl file, '
+                        'segmentation as label-map PNGs in this folder')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config entries, key=value')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none',
+                        help='job launcher')
+    parser.add_argument('--local-rank', '--local_rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def enable_visualization(cfg, show_dir):
+    """Turn on the task's visualization hook, as mmdet's and mmseg's own test tools do."""
+    hook = cfg.default_hooks.get('visualization')
+    if hook is None:
+        raise ValueError('--show-dir needs default_hooks.visualization in the config')
+    hook.draw = True
+    if cfg.default_scope == 'mmdet':
+        hook.test_out_dir = show_dir
+    else:
+        cfg.visualizer.save_dir = show_dir
+        hook.interval = 1  # every image, as mmdet's hook draws in testing
+
+
+def save_predictions(cfg, out):
+    """Keep the raw predictions, in each library's own way."""
+    if cfg.default_scope == 'mmdet':
+        if not out.endswith(('.pkl', '.pickle')):
+            raise ValueError(f'--out must be a .pkl or .pickle file for detection, got {out}')
+        evaluators = cfg.test_evaluator
+        if isinstance(evaluators, dict):
+            evaluators = [evaluators]
+        cfg.test_evaluator = list(evaluators) + [dict(type='DumpDetResults', out_file_path=out)]
+    else:
+        cfg.test_evaluator.output_dir = out
+        cfg.test_evaluator.keep_results = True
+
+
+def build_config(args):
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg.load_from = args.checkpoint
+    if args.show_dir:
+        enable_visualization(cfg, args.show_dir)
+    if args.out:
+        save_predictions(cfg, args.out)
+    adapt_config_to_device(cfg, args.launcher)
+    return cfg
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if not osp.isfile(args.checkpoint):
+        raise FileNotFoundError(f'checkpoint {args.checkpoint} does not exist')
+    cfg = build_config(args)
+    check_dataset_paths(cfg, mode='test')
+    init_distributed(args.launcher)
+    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    return runner.test()
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,105 @@
+"""Train a detector or segmentor whose backbone is NAT / DiNAT.
+
+One script for MMDetection and MMSegmentation configs: the config's
+``default_scope`` (mmdet or mmseg) selects the registries the Runner uses.
+
+Examples:
+    python tools/train.py configs/upernet_nat_tiny_ade20k.py
+    python tools/train.py configs/mask_rcnn_nat_tiny_coco.py --auto-scale-lr
+    python tools/train.py CONFIG --resume                # latest checkpoint in the work dir
+    python tools/train.py CONFIG --resume work_dirs/x/iter_8000.pth
+    bash tools/dist_train.sh CONFIG 8                    # 8 processes with torchrun
+"""
+import argparse
+import logging
+import os
+import os.path as osp
+
+from mmengine.config import Config, DictAction
+from mmengine.logging import print_log
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+from nat_mm.engine import adapt_config_to_device, check_dataset_paths, init_distributed
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Train a NAT detector or segmentor')
+    parser.add_argument('config', help='config file')
+    parser.add_argument('--work-dir', help='folder for logs and checkpoints '
+                        '(default: ./work_dirs/<config name>)')
+    parser.add_argument(
+        '--resume', nargs='?', const='auto', default=None, metavar='PATH',
+        help='resume from PATH, or without PATH from the latest checkpoint in the work dir')
+    parser.add_argument('--amp', action='store_true',
+                        help='mixed-precision training (AmpOptimWrapper; needs a GPU)')
+    parser.add_argument('--auto-scale-lr', action='store_true',
+                        help='scale the learning rate by (total batch size) / '
+                        'auto_scale_lr.base_batch_size')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config entries, key=value, e.g. '
+                        'train_dataloader.dataset.data_root=/data/ade')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none',
+                        help='job launcher')
+    # torch.distributed.launch passes --local-rank (older versions --local_rank)
+    parser.add_argument('--local-rank', '--local_rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def enable_amp(cfg):
+    if cfg.optim_wrapper.get('type') == 'AmpOptimWrapper':
+        print_log('--amp: AMP is already enabled in the config.', logger='current',
+                  level=logging.WARNING)
+        return
+    if cfg.optim_wrapper.get('type', 'OptimWrapper') != 'OptimWrapper':
+        raise ValueError(f'--amp needs optim_wrapper.type OptimWrapper, the config has '
+                         f'{cfg.optim_wrapper.type}')
+    cfg.optim_wrapper.type = 'AmpOptimWrapper'
+    cfg.optim_wrapper.loss_scale = 'dynamic'
+
+
+def enable_auto_scale_lr(cfg):
+    if 'base_batch_size' not in cfg.get('auto_scale_lr', {}):
+        raise ValueError('--auto-scale-lr needs auto_scale_lr = dict(base_batch_size=...) in '
+                         'the config')
+    cfg.auto_scale_lr.enable = True
+
+
+def build_config(args):
+    """The config as the Runner will see it, after the command-line options."""
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    if args.amp:
+        enable_amp(cfg)
+    if args.auto_scale_lr:
+        enable_auto_scale_lr(cfg)
+    if args.resume == 'auto':
+        cfg.resume, cfg.load_from = True, None
+    elif args.resume is not None:
+        cfg.resume, cfg.load_from = True, args.resume
+    adapt_config_to_device(cfg, args.launcher)
+    return cfg
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.resume not in (None, 'auto') and not osp.isfile(args.resume):
+        raise FileNotFoundError(f'--resume: checkpoint {args.resume} does not exist')
+    cfg = build_config(args)
+    check_dataset_paths(cfg, mode='train')
+    init_distributed(args.launcher)
+    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    runner.train()
+    return runner
+
+
+if __name__ == '__main__':
+    main()
