@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: setup demo demo-det test bench
+.PHONY: setup demo demo-det test bench bench-backbone flops
 
 setup:
 	@PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/setup_env.sh
@@ -21,3 +21,9 @@ test: setup
 
 bench: setup
 	$(PY) tools/benchmark_na.py
+
+bench-backbone: setup
+	$(PY) tools/benchmark.py
+
+flops: setup
+	$(PY) tools/get_flops.py configs/upernet_nat_tiny_ade20k.py

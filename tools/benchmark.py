@@ -297,7 +297,8 @@ def parse_args(argv=None):
     parser.add_argument('--drop-path', type=float, default=0.3,
                         help='drop-path rate of both backbones (their ADE20K configs use 0.3)')
     parser.add_argument('--profile', action='store_true',
-                        help='also print the top ops of one training step at the first shape')
+                        help='also print the top ops of one training step per model '
+                             '(first shape)')
     parser.add_argument('--profile-rows', type=int, default=15)
     parser.add_argument('--memory-probe', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -326,7 +327,7 @@ def main(argv=None):
                 else f'CPU, {torch.get_num_threads()} threads')
     print(f'backbone benchmark: {args.dtype}, {hardware}, torch {torch.__version__}; '
           f'drop_path {args.drop_path}; time: median of {args.repeats} interleaved repeats; '
-          f'memory: peak extra of one step '
+          f'memory: peak extra of one step after a warm-up step '
           f'({"max_memory_allocated" if device.type == "cuda" else "peak RSS, fresh process"})')
     for name, model in models.items():
         params = sum(p.numel() for p in model.parameters()) / 1e6

@@ -38,6 +38,13 @@ from collections import Counter
 from pathlib import Path
 
 import torch
+from mmengine.analysis import FlopAnalyzer, parameter_count
+from mmengine.analysis.jit_handles import get_shape
+from mmengine.analysis.print_helper import complexity_stats_table
+from mmengine.config import Config
+from mmengine.model import revert_sync_batchnorm
+from mmengine.registry import MODELS, init_default_scope
+from mmengine.utils import import_modules_from_strings
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -100,7 +107,6 @@ def neighborhood_attention_flop_handle(inputs, outputs):
     window: QK^T and AV each take B * H * W * K^2 * heads * head_dim
     multiply-adds.
     """
-    from mmengine.analysis.jit_handles import get_shape
     batch, heads, height, width, head_dim = get_shape(inputs[0])
     kernel_size = get_shape(inputs[3])[-1]
     return Counter(neighborhood_attention=2 * batch * height * width * kernel_size ** 2
@@ -111,7 +117,6 @@ def analyze_flops(model, inputs):
     """A FlopAnalyzer of ``model(*inputs)`` whose counts include the
     neighbourhood attention; the trace runs here, so the analyzer's
     ``total()``, ``by_operator()``, ``by_module()`` are ready to read."""
-    from mmengine.analysis import FlopAnalyzer
     analyzer = FlopAnalyzer(model, inputs)
     analyzer.set_op_handle(NA_NODE_KIND, neighborhood_attention_flop_handle)
     analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
@@ -194,10 +199,6 @@ class SegmentorTensorForward(nn.Module):
 
 def build_from_config(path, backbone_only):
     """(model to count, kind) from an mmdet/mmseg config; kind is 'mmdet' or 'mmseg'."""
-    from mmengine.config import Config
-    from mmengine.model import revert_sync_batchnorm
-    from mmengine.registry import MODELS, init_default_scope
-    from mmengine.utils import import_modules_from_strings
     if not Path(path).is_file():
         raise FileNotFoundError(f'get_flops: config {path} not found')
     cfg = Config.fromfile(path)
@@ -260,8 +261,6 @@ def main(argv=None):
         # mmdet's data preprocessor pads the batch to a multiple of 32
         height, width = padded_shape((height, width), 32)
     inputs = (torch.randn(1, 3, height, width),)
-    from mmengine.analysis import parameter_count
-    from mmengine.analysis.print_helper import complexity_stats_table
     analyzer = analyze_flops(model, inputs)
     total = analyzer.total()
     print(f'{what}\ninput: (1, 3, {height}, {width})')
