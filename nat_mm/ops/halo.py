@@ -3,38 +3,37 @@
 The map is cut, per dilation group, into tiles of ``Ty x Tx`` queries. Every
 query's K x K window lies inside its tile's halo: ``Hy x Hx`` keys with
 ``H* = T* + K - 1`` (or the whole group when that is shorter). Each tile
-attends to its halo through ``torch.nn.functional.scaled_dot_product_attention``
-with an additive mask that is 0 inside each query's window and -inf outside,
-so the numbers are exactly NATTEN's while only the halo (about
-(T+K-1)^2 / T^2 copies of K and V, not K*K) is materialised.
+attends to its halo with an additive bias that is the relative position bias
+inside each query's window and -inf outside, so the numbers are exactly
+NATTEN's while only one chunk of halos (about (T+K-1)^2 / T^2 copies of its
+keys and values, not K*K) exists at a time.
 
-The relative position bias rides along in one of two ways:
+Tiles are grouped by *type*: tiles whose queries sit at the same place
+relative to the map's borders share one (heads, Tq, Tk) bias, which SDPA
+broadcasts over the group, so no per-tile bias is ever materialised. Almost
+every tile of a large map is of the interior type.
 
-* no gradient needed (inference, frozen rpb): the bias is added to the mask;
-* gradient needed: fused SDPA kernels do not differentiate an additive mask
-  on every device (the CPU flash kernel falls back to the slow math path), so
-  the bias is folded into the dot product instead. Query ``i`` of a tile gets
-  ``Tq`` extra channels holding the one-hot vector ``e_i`` and key ``p`` gets
-  the bias column ``bias[:, p]``; then ``q'.k' = scale q.k + bias[i, p]`` and
-  the kernel's own key gradient carries the bias gradient.
-
-Everything that depends only on the map size (gather indices, window masks,
-bias indices) is computed once per shape and cached.
+The whole operator is one autograd function that saves only its inputs:
+the backward re-gathers each chunk of halos and recomputes its attention
+weights (as flash attention does), so a training step holds no halo copies
+between forward and backward. The backward is written out with batched
+matmuls because it also needs the logits' gradient, which is the relative
+position bias's gradient.
 """
 import functools
 import warnings
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
 
-#: Halo floats (keys or values, all heads and images) per SDPA call; larger
-#: maps are attended in several chunks of tiles to bound the backward's peak.
-CHUNK_FLOATS = 2 ** 22
+#: Halo floats (keys of all heads and images) per chunk of tiles. Small
+#: enough that a chunk's buffers are recycled by the allocator instead of
+#: being page-faulted in anew, large enough to keep the matmuls efficient.
+CHUNK_FLOATS = 2 ** 20
 
-#: Queries per tile along each axis. 4x4 tiles keep the halo overhead low
-#: ((4+6)^2 / 7^2 = 2x the K*K dot products for K=7) and the folded bias narrow
-#: (16 extra channels).
+#: Queries per tile along each axis. 4x4 tiles keep the halo overhead low:
+#: (4+6)^2 / 7^2 = 2x the K*K dot products for K=7.
 DEFAULT_TILE = 4
 
 
@@ -92,65 +91,46 @@ def axis_plan(length, kernel_size, dilation, tile):
                     tile_type, rel_types, tile, halo)
 
 
-class RowGather(NamedTuple):
-    """``x.index_select(0, index)`` and the CSR form of its transpose.
-
-    The backward of a row gather sums each source row's copies. ``index_add_``
-    does that through a slow scatter on CPU; a sparse (source rows x gathered
-    rows) 0/1 matrix times the gradient is several times faster.
-
-    index: (n_out,) source row of each gathered row.
-    crow, col: CSR rows/columns of the (n_src, n_out) matrix with a 1 at
-        (index[j], j).
-    """
-    index: torch.Tensor
-    crow: torch.Tensor
-    col: torch.Tensor
-
-
-def _row_gather(index, n_src):
-    order = torch.argsort(index, stable=True)
-    crow = F.pad(torch.cumsum(torch.bincount(index, minlength=n_src), 0), (1, 0))
-    return RowGather(index, crow, order)
-
-
-def _move_row_gather(gather: RowGather, device):
-    return gather._replace(index=gather.index.to(device), crow=gather.crow.to(device),
-                           col=gather.col.to(device))
-
-
 class TileChunk(NamedTuple):
-    """A run of consecutive tiles, attended in one SDPA call.
+    """Tiles attended together; rows index the ``B * H * W`` positions of the
+    batch, ordered (image, tile, query or key).
 
-    queries: gathers the chunk's tile queries, (tiles * Tq) rows, from the
-        H * W positions; queries row-major inside a tile.
-    keys: gathers the chunk's halo keys, (tiles * Tk) rows.
-    tile_type_one_hot: (tiles, n_types) the type of each tile (a type is a
-        (row type, column type) pair).
-    window_mask: (tiles, 1, Tq, Tk) float, 0 inside each query's window and
-        -inf outside.
+    tile_types: (n_tiles,) each tile's index into :attr:`GridPlan.type_rel`.
+    shared_type: the type of every tile, or None for a mixed chunk (the
+        leftovers of small types), whose bias is then materialised per tile.
+    query_index: (rows_q,) the chunk's tile queries.
+    key_index: (rows_k,) the chunk's halo keys.
+    key_crow, key_col: CSR rows/columns of the (B * H * W, rows_k) 0/1
+        matrix with a 1 at (key_index[j], j): it sums the halo copies' key and
+        value gradients back onto the positions.
+    padding_rows: rows of ``query_index`` that repeat another query (the
+        padding of a group's last tile) or None; they get no gradient.
     """
-    queries: RowGather
-    keys: RowGather
-    tile_type_one_hot: torch.Tensor
-    window_mask: torch.Tensor
+    tile_types: torch.Tensor
+    shared_type: Optional[int]
+    query_index: torch.Tensor
+    key_index: torch.Tensor
+    key_crow: torch.Tensor
+    key_col: torch.Tensor
+    padding_rows: Optional[torch.Tensor]
 
 
 class GridPlan(NamedTuple):
-    """Tiling of an H x W map on one device; positions are flat (y * W + x),
-    tiles in row-major order.
+    """Tiling of a batch of H x W maps on one device.
 
-    chunks: the tiles, cut into :class:`TileChunk` runs.
-    outputs: gathers each position's output from the (n_tiles * Tq) query slots.
-    query_slot: (H * W,) the index of each position inside its tile (0..Tq-1).
+    chunks: the tiles, in :class:`TileChunk` runs.
+    output_index: (B * H * W,) the row of each position's output among the
+        chunks' query rows, concatenated in chunk order.
     type_rel: (n_types, Tq, Tk) flat index into the (2K) x (2K) rpb table
         padded with a zero row and column, where index 2K-1 on either axis
         means "outside the window".
+    type_mask: (n_types, Tq, Tk) float, 0 inside each query's window and
+        -inf outside.
     """
     chunks: tuple
-    outputs: RowGather
-    query_slot: torch.Tensor
+    output_index: torch.Tensor
     type_rel: torch.Tensor
+    type_mask: torch.Tensor
     n_queries: int
     n_keys: int
 
@@ -159,15 +139,22 @@ def _tile_major(rows, cols, row_block, col_block, width):
     """Flat positions of a tiled product grid, tile by tile.
 
     rows (n_tile_rows * row_block,), cols (n_tile_cols * col_block,) ->
-    (n_tile_rows * n_tile_cols * row_block * col_block,).
+    (n_tile_rows * n_tile_cols, row_block * col_block).
     """
     grid = rows.view(-1, 1, row_block, 1) * width + cols.view(1, -1, 1, col_block)
-    return grid.flatten()
+    return grid.reshape(-1, row_block * col_block)
+
+
+def _key_csr(key_index, n_positions):
+    order = torch.argsort(key_index, stable=True)
+    crow = F.pad(torch.cumsum(torch.bincount(key_index, minlength=n_positions), 0), (1, 0))
+    return crow.int(), order.int()     # int32: what the sparse kernels use
 
 
 @functools.lru_cache(maxsize=64)
-def grid_plan(height, width, kernel_size, dilation, tile_h, tile_w, device, n_chunks=1):
-    """Builds the :class:`GridPlan` (cached per shape, device and chunking)."""
+def grid_plan(batch, height, width, kernel_size, dilation, tile_h, tile_w, device,
+              tiles_per_chunk):
+    """Builds the :class:`GridPlan` (cached per shape, device and chunk size)."""
     rows = axis_plan(height, kernel_size, dilation, tile_h)
     cols = axis_plan(width, kernel_size, dilation, tile_w)
     side = 2 * kernel_size
@@ -176,138 +163,218 @@ def grid_plan(height, width, kernel_size, dilation, tile_h, tile_w, device, n_ch
     n_queries, n_keys = rows.tile * cols.tile, rows.halo * cols.halo
     shape = (len(rows.rel_types), len(cols.rel_types), n_queries, n_keys)
     type_rel = (ry * side + rx).reshape(shape).flatten(0, 1)
-    n_col_types = len(cols.rel_types)
-    tile_type = rows.tile_type[:, None] * n_col_types + cols.tile_type[None, :]
-    tile_type_one_hot = F.one_hot(tile_type.flatten(), len(type_rel)).float()
-    inside = ((ry < side - 1) & (rx < side - 1)).reshape(shape)
-    inside = inside[rows.tile_type][:, cols.tile_type].flatten(0, 1)   # (n_tiles, Tq, Tk)
-    window_mask = torch.zeros(inside.shape).masked_fill_(~inside, float('-inf'))[:, None]
-    query_index = _tile_major(rows.query_index, cols.query_index, rows.tile, cols.tile, width)
-    key_index = _tile_major(rows.key_index, cols.key_index, rows.halo, cols.halo, width)
-    n_tile_cols = len(cols.tile_type)
+    inside = ((ry < side - 1) & (rx < side - 1)).reshape(shape).flatten(0, 1)
+    type_mask = torch.zeros(inside.shape).masked_fill_(~inside, float('-inf'))
+    tile_type = (rows.tile_type[:, None] * len(cols.rel_types) + cols.tile_type[None, :]).flatten()
+    tile_queries = _tile_major(rows.query_index, cols.query_index, rows.tile, cols.tile, width)
+    tile_keys = _tile_major(rows.key_index, cols.key_index, rows.halo, cols.halo, width)
+    n_positions = height * width
+    # Tile slot (tile * Tq + query) of each position's output.
     oy, ox = rows.output_index[:, None], cols.output_index[None, :]
-    query_slot = (oy % rows.tile) * cols.tile + ox % cols.tile
-    tile = (oy // rows.tile) * n_tile_cols + ox // cols.tile
-    output_index = (tile * n_queries + query_slot).flatten()
-    n_positions, n_tiles = height * width, len(window_mask)
-    chunks = []
-    for tiles in torch.arange(n_tiles).tensor_split(min(n_chunks, n_tiles)):
-        first, last = int(tiles[0]), int(tiles[-1]) + 1
+    slot = (((oy // rows.tile) * len(cols.tile_type) + ox // cols.tile) * n_queries
+            + (oy % rows.tile) * cols.tile + ox % cols.tile).flatten()
+    is_real = torch.zeros(tile_queries.numel(), dtype=torch.bool)
+    is_real[slot] = True
+    is_real = is_real.view(-1, n_queries)
+    image_offset = (torch.arange(batch) * n_positions).view(-1, 1, 1)
+    # Row of each tile's first query (image 0) among all chunks' query rows,
+    # and the distance between the images' copies of that row.
+    tile_row = torch.empty(len(tile_type), dtype=torch.long)
+    image_stride = torch.empty(len(tile_type), dtype=torch.long)
+    # Types with many tiles get chunks of their own; the leftovers share mixed chunks.
+    runs, leftovers = [], []
+    for kind in range(len(type_rel)):
+        for tiles in (tile_type == kind).nonzero().flatten().split(tiles_per_chunk):
+            (runs if 2 * len(tiles) >= tiles_per_chunk else leftovers).append(tiles)
+    if leftovers:
+        runs.extend(torch.cat(leftovers).split(tiles_per_chunk))
+    chunks, n_rows = [], 0
+    for tiles in runs:
+        rows_per_image = len(tiles) * n_queries
+        tile_row[tiles] = n_rows + torch.arange(len(tiles)) * n_queries
+        image_stride[tiles] = rows_per_image
+        n_rows += batch * rows_per_image
+        key_index = (image_offset + tile_keys[tiles]).flatten()
+        padding = (~is_real[tiles]).expand(batch, -1, -1).flatten().nonzero().flatten()
+        types = tile_type[tiles]
+        shared = int(types[0]) if (types == types[0]).all() else None
         chunks.append(TileChunk(
-            _move_row_gather(_row_gather(
-                query_index[first * n_queries:last * n_queries], n_positions), device),
-            _move_row_gather(_row_gather(
-                key_index[first * n_keys:last * n_keys], n_positions), device),
-            tile_type_one_hot[first:last].to(device), window_mask[first:last].to(device)))
-    outputs = _move_row_gather(_row_gather(output_index, len(query_index)), device)
-    return GridPlan(tuple(chunks), outputs, query_slot.flatten().to(device), type_rel.to(device),
-                    n_queries, n_keys)
+            types.to(device), shared, (image_offset + tile_queries[tiles]).flatten().to(device),
+            key_index.to(device),
+            *(t.to(device) for t in _key_csr(key_index, batch * n_positions)),
+            padding.to(device) if len(padding) else None))
+    tile = slot // n_queries
+    output_index = (tile_row[tile] + slot % n_queries
+                    + torch.arange(batch)[:, None] * image_stride[tile])
+    return GridPlan(tuple(chunks), output_index.flatten().to(device), type_rel.to(device),
+                    type_mask.to(device), n_queries, n_keys)
 
 
-def _per_tile(per_type, chunk: TileChunk):
-    """(n_types, ...) -> (tiles, ...), rows picked by each tile's type.
-
-    A one-hot matmul rather than ``index_select``: its backward (summing the
-    tiles of each type) is then a GEMM instead of a serial ``index_add_``.
-    """
-    per_tile = chunk.tile_type_one_hot.to(per_type.dtype) @ per_type.flatten(1)
-    return per_tile.view(-1, *per_type.shape[1:])
+def _heads_first(x):
+    """(B, heads, H, W, D) -> (heads, B * H * W, D), contiguous."""
+    return x.transpose(0, 1).reshape(x.shape[1], -1, x.shape[-1]).contiguous()
 
 
-class _GatherRows(torch.autograd.Function):
-    """Row gather (see :class:`RowGather`) with a sparse-matmul backward."""
+def _type_bias(plan, rpb, dtype):
+    """Window mask plus relative position bias of every tile type:
+    (n_types, heads, Tq, Tk), or (n_types, 1, Tq, Tk) without rpb."""
+    if rpb is None:
+        return plan.type_mask[:, None].to(dtype)
+    table = F.pad(rpb.to(dtype), (0, 1, 0, 1)).flatten(1)         # (heads, 4K^2)
+    return table[:, plan.type_rel].transpose(0, 1) + plan.type_mask[:, None].to(dtype)
+
+
+def _chunk_bias(bias, chunk: TileChunk, batch):
+    """The chunk's slice of :func:`_type_bias` for SDPA's (heads, B * tiles)
+    batch: (heads|1, 1, Tq, Tk) when shared, else (heads|1, B * tiles, Tq, Tk)."""
+    if chunk.shared_type is not None:
+        return bias[chunk.shared_type][:, None]
+    per_tile = bias.index_select(0, chunk.tile_types).transpose(0, 1)[:, None]
+    return per_tile.expand(-1, batch, -1, -1, -1).flatten(1, 2)
+
+
+def _add_bias_grads(total, grad_logits, chunk: TileChunk, batch):
+    """Sums the logits' gradient (heads, B * tiles, Tq, Tk) per tile type into
+    ``total`` (n_types, heads, Tq, Tk), float32."""
+    if chunk.shared_type is not None:
+        total[chunk.shared_type] += grad_logits.sum(1, dtype=torch.float32)
+        return
+    heads, _, *block = grad_logits.shape
+    per_tile = grad_logits.view(heads, batch, -1, *block).sum(1, dtype=torch.float32)
+    total.index_add_(0, chunk.tile_types, per_tile.transpose(0, 1))
+
+
+def _gather(x, index, tile):
+    """(heads, rows, D) -> (heads, len(index) / tile, tile, D), contiguous."""
+    heads, _, head_dim = x.shape
+    if heads > 4:
+        return x.index_select(1, index).view(heads, -1, tile, head_dim)
+    out = x.new_empty(heads, len(index), head_dim)
+    for head in range(heads):     # 2-3x faster than one index_select along dim 1
+        torch.index_select(x[head], 0, index, out=out[head])
+    return out.view(heads, -1, tile, head_dim)
+
+
+def _dropout_keep(shape, dropout_p, generator, device):
+    """The kept attention weights of one chunk, scaled by 1 / (1 - p)."""
+    keep = torch.rand(shape, generator=generator, device=device) >= dropout_p
+    return keep / (1 - dropout_p)
+
+
+def _add_key_grads(total, grad, chunk: TileChunk):
+    """``total[:, key_index[j]] += grad[:, j]`` (heads, rows, D), summing duplicates."""
+    if grad.device.type == 'cpu' and grad.dtype in (torch.float32, torch.float64):
+        # A sparse matmul is several times faster than index_add_'s scatter on CPU.
+        with warnings.catch_warnings():   # "sparse CSR support is in beta"
+            warnings.simplefilter('ignore', UserWarning)
+            scatter = torch.sparse_csr_tensor(
+                chunk.key_crow, chunk.key_col, grad.new_ones(len(chunk.key_col)),
+                size=(total.shape[1], grad.shape[1]))
+        for head in range(len(total)):
+            total[head].addmm_(scatter, grad[head])
+    else:
+        total.index_add_(1, chunk.key_index, grad)
+
+
+class _HaloAttention(torch.autograd.Function):
+    """Neighbourhood attention over halo tiles; saves only its inputs."""
 
     @staticmethod
-    def forward(ctx, x, index, crow, col):
-        ctx.save_for_backward(index, crow, col)
-        return x.index_select(0, index)
+    def forward(ctx, query, key, value, rpb, plan_key, scale, dropout_p):
+        plan = grid_plan(*plan_key)
+        batch, heads, height, width, head_dim = query.shape
+        q, k, v = _heads_first(query), _heads_first(key), _heads_first(value)
+        bias = _type_bias(plan, rpb, query.dtype)
+        seed = None
+        if dropout_p > 0:
+            seed = int(torch.randint(2 ** 62, (), device='cpu'))
+            generator = torch.Generator(query.device).manual_seed(seed)
+        outputs = []
+        for chunk in plan.chunks:
+            qc = _gather(q, chunk.query_index, plan.n_queries)
+            kc = _gather(k, chunk.key_index, plan.n_keys)
+            vc = _gather(v, chunk.key_index, plan.n_keys)
+            chunk_bias = _chunk_bias(bias, chunk, batch)
+            if seed is None:
+                out = F.scaled_dot_product_attention(qc, kc, vc, attn_mask=chunk_bias,
+                                                     scale=scale)
+            else:
+                weights = torch.softmax(qc @ kc.transpose(-1, -2) * scale + chunk_bias, -1)
+                keep = _dropout_keep(weights.shape, dropout_p, generator, query.device)
+                out = (weights * keep) @ vc
+            outputs.append(out.reshape(heads, -1, head_dim))
+        out = torch.cat(outputs, 1).index_select(1, plan.output_index)
+        ctx.save_for_backward(query, key, value, rpb)
+        ctx.plan_key, ctx.scale, ctx.dropout_p, ctx.seed = plan_key, scale, dropout_p, seed
+        return out.view(heads, batch, height, width, head_dim).transpose(0, 1)
 
     @staticmethod
-    def backward(ctx, grad):
-        index, crow, col = ctx.saved_tensors
-        n_src = len(crow) - 1
-        rows = grad.reshape(len(index), -1)
-        if rows.device.type == 'cpu' and rows.dtype in (torch.float32, torch.float64):
-            with warnings.catch_warnings():   # "sparse CSR support is in beta"
-                warnings.simplefilter('ignore', UserWarning)
-                scatter = torch.sparse_csr_tensor(crow, col, rows.new_ones(len(col)),
-                                                  size=(n_src, len(index)))
-            grad_x = scatter @ rows
-        else:
-            grad_x = rows.new_zeros(n_src, rows.shape[1]).index_add_(0, index, rows)
-        return grad_x.view(n_src, *grad.shape[1:]), None, None, None
+    def backward(ctx, grad_out):
+        query, key, value, rpb = ctx.saved_tensors
+        plan, scale = grid_plan(*ctx.plan_key), ctx.scale
+        batch, heads, height, width, head_dim = query.shape
+        q, k, v = _heads_first(query), _heads_first(key), _heads_first(value)
+        grad = _heads_first(grad_out.to(query.dtype))
+        bias = _type_bias(plan, rpb, query.dtype)
+        if ctx.seed is not None:
+            generator = torch.Generator(query.device).manual_seed(ctx.seed)
+        grad_key, grad_value = torch.zeros_like(k), torch.zeros_like(v)
+        bias_grads = None
+        if rpb is not None and ctx.needs_input_grad[3]:
+            bias_grads = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device)
+        query_grads = []
+        for chunk in plan.chunks:
+            qc = _gather(q, chunk.query_index, plan.n_queries).mul_(scale)
+            kc = _gather(k, chunk.key_index, plan.n_keys)
+            vc = _gather(v, chunk.key_index, plan.n_keys)
+            grad_c = _gather(grad, chunk.query_index, plan.n_queries)
+            if chunk.padding_rows is not None:
+                grad_c.view(heads, -1, head_dim).index_fill_(1, chunk.padding_rows, 0)
+            logits = qc @ kc.transpose(-1, -2)
+            logits += _chunk_bias(bias, chunk, batch)
+            weights = torch.softmax(logits, -1)
+            del logits
+            grad_weights = grad_c @ vc.transpose(-1, -2)
+            if ctx.seed is not None:
+                keep = _dropout_keep(weights.shape, ctx.dropout_p, generator, query.device)
+                grad_weights *= keep
+                grad_vc = (weights * keep).transpose(-1, -2) @ grad_c
+            else:
+                grad_vc = weights.transpose(-1, -2) @ grad_c
+            grad_logits = torch._softmax_backward_data(grad_weights, weights, -1, weights.dtype)
+            del weights, grad_weights
+            query_grads.append((grad_logits @ kc).mul_(scale).view(heads, -1, head_dim))
+            _add_key_grads(grad_key, (grad_logits.transpose(-1, -2) @ qc).view(heads, -1, head_dim),
+                           chunk)
+            _add_key_grads(grad_value, grad_vc.view(heads, -1, head_dim), chunk)
+            if bias_grads is not None:
+                _add_bias_grads(bias_grads, grad_logits, chunk, batch)
+        grad_query = torch.cat(query_grads, 1).index_select(1, plan.output_index)
+        grad_rpb = None
+        if bias_grads is not None:
+            side = rpb.shape[-1] + 1
+            table = bias_grads.new_zeros(heads, side * side)
+            table.index_add_(1, plan.type_rel.flatten(),
+                             bias_grads.transpose(0, 1).flatten(1))
+            grad_rpb = table.view(heads, side, side)[:, :-1, :-1].to(rpb.dtype)
 
-
-def _gather_rows(x, gather: RowGather):
-    return _GatherRows.apply(x, gather.index, gather.crow, gather.col)
-
-
-def _positions(x, pad=0):
-    """(B, heads, H, W, D) -> (H * W, B, heads, D + pad), contiguous."""
-    x = x.permute(2, 3, 0, 1, 4).flatten(0, 1)
-    return F.pad(x, (0, pad)) if pad else x.contiguous()
-
-
-def _to_tiles(x, block):
-    """(n_tiles * block, B, heads, C) -> (n_tiles, B * heads, block, C), a view."""
-    _, batch, heads, channels = x.shape
-    return x.view(-1, block, batch * heads, channels).transpose(1, 2)
+        grad_query, grad_key, grad_value = (
+            x.view(heads, batch, height, width, head_dim).transpose(0, 1)
+            for x in (grad_query, grad_key, grad_value))
+        return grad_query, grad_key, grad_value, grad_rpb, None, None, None
 
 
 def na2d_halo(query, key, value, kernel_size, dilation, rpb, scale, dropout_p=0.0,
               tile=DEFAULT_TILE):
     """Neighbourhood attention by halo tiles; arguments as :func:`nat_mm.na2d`
     (already validated). ``tile`` is the query tile side (int or (h, w)).
-
-    Layout: positions first, ``(H * W, B, heads, C)``, so that every gather
-    copies whole rows of ``B * heads * C`` floats and the tiles reach SDPA as
-    ``(tiles, B * heads, T, C)`` views, with one window mask per tile
-    broadcast over batch and heads. Large maps go through SDPA in chunks of
-    tiles: autograd then runs each chunk's SDPA backward and gather backward
-    before the next, so only one chunk's key/value gradients exist at a time.
+    ``dropout_p`` applies only while gradients are enabled (training).
     """
     batch, heads, height, width, head_dim = query.shape
     tile_h, tile_w = (tile, tile) if isinstance(tile, int) else tile
-    table = None if rpb is None else F.pad(rpb, (0, 1, 0, 1)).flatten(1)   # (heads, 4K^2)
-    fold_bias = table is not None and table.requires_grad and torch.is_grad_enabled()
-    halo_floats = (batch * heads * height * width * (tile_h + kernel_size - 1) ** 2
-                   * (head_dim + fold_bias * tile_h * tile_w) // (tile_h * tile_w))
-    plan = grid_plan(height, width, kernel_size, dilation, tile_h, tile_w, query.device,
-                     n_chunks=-(-halo_floats // CHUNK_FLOATS))
-    n_queries, n_keys = plan.n_queries, plan.n_keys
+    halo_keys = (tile_h + kernel_size - 1) * (tile_w + kernel_size - 1)
+    tiles_per_chunk = max(1, CHUNK_FLOATS // (batch * heads * halo_keys * head_dim))
+    plan_key = (batch, height, width, kernel_size, dilation, tile_h, tile_w, query.device,
+                tiles_per_chunk)
     dropout_p = dropout_p if torch.is_grad_enabled() else 0.0
-
-    if fold_bias:
-        # Fold the bias into the dot product (see the module docstring): query
-        # channels [q, e_slot / scale], key channels [k, bias[:, key]], value
-        # channels [v, 0].
-        one_hot = F.one_hot(plan.query_slot, n_queries).to(query.dtype) / scale
-        query = torch.cat([query.permute(2, 3, 0, 1, 4).flatten(0, 1),
-                           one_hot[:, None, None].expand(-1, batch, heads, -1)], dim=-1)
-        key, value = _positions(key), _positions(value, pad=n_queries)
-        bias = table[:, plan.type_rel].to(query.dtype).permute(1, 3, 0, 2)   # (types, Tk, heads, Tq)
-    else:
-        query, key, value = _positions(query), _positions(key), _positions(value)
-        if table is not None:
-            bias = table[:, plan.type_rel].to(query.dtype).transpose(0, 1)   # (types, heads, Tq, Tk)
-
-    outputs = []
-    for chunk in plan.chunks:
-        q = _to_tiles(_gather_rows(query, chunk.queries), n_queries)
-        k = _gather_rows(key, chunk.keys)
-        v = _to_tiles(_gather_rows(value, chunk.keys), n_keys)
-        mask = chunk.window_mask.to(query.dtype)                     # (tiles, 1, Tq, Tk)
-        if fold_bias:
-            chunk_bias = _per_tile(bias, chunk)[:, :, None]              # (tiles, Tk, 1, heads, Tq)
-            k = k.view(-1, n_keys, batch, heads, head_dim)
-            k = torch.cat([k, chunk_bias.expand(-1, -1, batch, -1, -1)], dim=-1).flatten(0, 1)
-        elif table is not None:
-            chunk_bias = _per_tile(bias, chunk)[:, None].expand(-1, batch, -1, -1, -1)
-            mask = (mask[:, None] + chunk_bias).flatten(1, 2)            # (tiles, B*heads, Tq, Tk)
-        out = F.scaled_dot_product_attention(q, _to_tiles(k, n_keys), v, attn_mask=mask,
-                                             dropout_p=dropout_p, scale=scale)
-        # (tiles, B * heads, Tq, C) -> (tiles * Tq, B, heads, C)
-        outputs.append(out.transpose(1, 2).reshape(-1, batch, heads, out.shape[-1]))
-    out = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
-    out = _gather_rows(out[..., :head_dim], plan.outputs)
-    return out.view(height, width, batch, heads, head_dim).permute(2, 3, 0, 1, 4)
+    return _HaloAttention.apply(query, key, value, rpb, plan_key, scale, dropout_p)

@@ -74,21 +74,24 @@ def test_fast_path_matches_reference(height, width, kernel, dilation, with_rpb):
 @pytest.mark.parametrize('height,width,kernel,dilation', [(33, 47, 7, 1), (30, 26, 5, 3)])
 def test_chunked_attention_matches_reference(monkeypatch, height, width, kernel, dilation,
                                               with_rpb):
-    """Force many uneven chunks of tiles through SDPA."""
-    monkeypatch.setattr(halo, 'CHUNK_FLOATS', 2 ** 12)
+    """Force many uneven chunks of tiles, of one type (broadcast bias) and of
+    mixed types (per-tile bias), through the forward and the backward."""
+    monkeypatch.setattr(halo, 'CHUNK_FLOATS', 2 ** 14)
     used_chunks = []
     build_plan = halo.grid_plan
 
     def spy(*args, **kwargs):
         plan = build_plan(*args, **kwargs)
-        used_chunks.append(len(plan.chunks))
+        used_chunks.append(plan.chunks)
         return plan
 
     monkeypatch.setattr(halo, 'grid_plan', spy)
     qkv, _, _, _ = _qkv(2, 2, height, width, 8)
     rpb = _rpb(2, kernel) if with_rpb else None
     assert_matches_reference(qkv, kernel, dilation, rpb, torch.randn(2, 2, height, width, 8))
-    assert min(used_chunks) >= 10
+    assert min(len(chunks) for chunks in used_chunks) >= 10
+    shared = [chunk.shared_type is not None for chunks in used_chunks for chunk in chunks]
+    assert any(shared) and not all(shared)
 
 
 @pytest.mark.parametrize('kernel,dilation,height,width', [(3, 1, 5, 6), (3, 2, 7, 9)])
@@ -101,6 +104,37 @@ def test_gradcheck_float64(kernel, dilation, height, width):
     assert torch.autograd.gradcheck(
         lambda *args: na2d(*args[:3], kernel, dilation, rpb=args[3]), (q, k, v, rpb),
         fast_mode=True)
+
+
+def test_attention_dropout_drops_and_rescales_the_reference_weights():
+    """With v = identity over positions the output row of a query is its
+    attention weights: each is dropped (0) or kept and scaled by 1 / (1 - p)."""
+    gen = torch.Generator().manual_seed(0)
+    q, k = (torch.randn(2, 2, 5, 5, 25, generator=gen) for _ in range(2))
+    v = torch.eye(25).view(1, 1, 5, 5, 25).expand(2, 2, -1, -1, -1)
+    weights = na2d_reference(q, k, v, 3)
+    dropped = na2d(q, k, v, 3, dropout_p=0.5)
+    in_window = weights > 0
+    kept = dropped[in_window] != 0
+    assert (dropped[~in_window] == 0).all()
+    torch.testing.assert_close(dropped[in_window][kept], 2 * weights[in_window][kept])
+    assert 0.3 < kept.float().mean() < 0.7
+    with torch.no_grad():    # dropout is a training-time regulariser
+        torch.testing.assert_close(na2d(q, k, v, 3, dropout_p=0.5), weights)
+
+
+def test_attention_dropout_backward_uses_the_forward_mask():
+    """Under a fixed seed the dropped attention is a fixed function: gradcheck."""
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 6, 7, 4, generator=gen, dtype=torch.float64,
+                           requires_grad=True) for _ in range(3))
+    rpb = torch.randn(2, 5, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+
+    def dropped(*args):
+        torch.manual_seed(0)
+        return na2d(*args[:3], 3, 1, rpb=args[3], dropout_p=0.3)
+
+    assert torch.autograd.gradcheck(dropped, (q, k, v, rpb), fast_mode=True)
 
 
 @pytest.mark.parametrize('kernel', [3, 5, 7])

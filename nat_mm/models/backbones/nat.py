@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils import checkpoint as activation_checkpoint
 
 from ...ops import NeighborhoodAttention2D
+from ...ops.gelu_linear import gelu_linear
 from ..checkpoint import load_pretrained
 
 #: Published settings. ``drop_path_rate`` is the ImageNet-1k training value.
@@ -94,7 +95,13 @@ class ConvDownsampler(nn.Module):
 
 
 class Mlp(nn.Module):
-    """fc1 -> GELU -> dropout -> fc2 -> dropout, on the last dimension."""
+    """fc1 -> GELU -> dropout -> fc2 -> dropout, on the last dimension.
+
+    While training without hidden dropout, GELU + fc2 run as
+    :func:`~nat_mm.ops.gelu_linear.gelu_linear`, which recomputes the GELU in
+    the backward instead of keeping its output (same results, about a fifth
+    less activation memory per block).
+    """
 
     def __init__(self, dim, hidden_dim, drop=0.):
         super().__init__()
@@ -104,7 +111,10 @@ class Mlp(nn.Module):
         self.drop = nn.Dropout(drop)
 
     def forward(self, x):
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+        hidden = self.fc1(x)
+        if torch.is_grad_enabled() and not (self.training and self.drop.p > 0):
+            return self.drop(gelu_linear(hidden, self.fc2.weight, self.fc2.bias))
+        return self.drop(self.fc2(self.drop(self.act(hidden))))
 
 
 class NATBlock(nn.Module):
