@@ -255,6 +255,20 @@ def _gather(x, index, tile):
     return out.view(heads, -1, tile, head_dim)
 
 
+def _gather_chunk(q, k, v, chunk: TileChunk, plan: GridPlan):
+    """The chunk's tile queries (heads, B * tiles, Tq, D) and halo keys and
+    values (heads, B * tiles, Tk, D), from (heads, B * H * W, D) inputs."""
+    return (_gather(q, chunk.query_index, plan.n_queries),
+            _gather(k, chunk.key_index, plan.n_keys), _gather(v, chunk.key_index, plan.n_keys))
+
+
+def _attention_weights(scaled_query, key, bias):
+    """softmax(scaled_query @ key^T + bias) over the halo keys."""
+    logits = scaled_query @ key.transpose(-1, -2)
+    logits += bias
+    return torch.softmax(logits, -1)
+
+
 def _dropout_keep(shape, dropout_p, generator, device):
     """The kept attention weights of one chunk, scaled by 1 / (1 - p)."""
     keep = torch.rand(shape, generator=generator, device=device) >= dropout_p
@@ -291,15 +305,13 @@ class _HaloAttention(torch.autograd.Function):
             generator = torch.Generator(query.device).manual_seed(seed)
         outputs = []
         for chunk in plan.chunks:
-            qc = _gather(q, chunk.query_index, plan.n_queries)
-            kc = _gather(k, chunk.key_index, plan.n_keys)
-            vc = _gather(v, chunk.key_index, plan.n_keys)
+            qc, kc, vc = _gather_chunk(q, k, v, chunk, plan)
             chunk_bias = _chunk_bias(bias, chunk, batch)
             if seed is None:
                 out = F.scaled_dot_product_attention(qc, kc, vc, attn_mask=chunk_bias,
                                                      scale=scale)
-            else:
-                weights = torch.softmax(qc @ kc.transpose(-1, -2) * scale + chunk_bias, -1)
+            else:   # the weights exactly as the backward will recompute them
+                weights = _attention_weights(qc.mul_(scale), kc, chunk_bias)
                 keep = _dropout_keep(weights.shape, dropout_p, generator, query.device)
                 out = (weights * keep) @ vc
             outputs.append(out.reshape(heads, -1, head_dim))
@@ -324,16 +336,12 @@ class _HaloAttention(torch.autograd.Function):
             bias_grads = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device)
         query_grads = []
         for chunk in plan.chunks:
-            qc = _gather(q, chunk.query_index, plan.n_queries).mul_(scale)
-            kc = _gather(k, chunk.key_index, plan.n_keys)
-            vc = _gather(v, chunk.key_index, plan.n_keys)
+            qc, kc, vc = _gather_chunk(q, k, v, chunk, plan)
+            qc.mul_(scale)
             grad_c = _gather(grad, chunk.query_index, plan.n_queries)
             if chunk.padding_rows is not None:
                 grad_c.view(heads, -1, head_dim).index_fill_(1, chunk.padding_rows, 0)
-            logits = qc @ kc.transpose(-1, -2)
-            logits += _chunk_bias(bias, chunk, batch)
-            weights = torch.softmax(logits, -1)
-            del logits
+            weights = _attention_weights(qc, kc, _chunk_bias(bias, chunk, batch))
             grad_weights = grad_c @ vc.transpose(-1, -2)
             if ctx.seed is not None:
                 keep = _dropout_keep(weights.shape, ctx.dropout_p, generator, query.device)
