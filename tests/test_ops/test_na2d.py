@@ -263,12 +263,17 @@ def test_module_under_cpu_autocast_bfloat16_has_gradients():
     assert attn.rpb.grad.abs().sum() > 0
 
 
-def test_module_runs_under_torch_compile():
+def test_module_runs_under_torch_compile_with_gradients():
     torch.manual_seed(0)
-    attn = NeighborhoodAttention2D(16, 2, kernel_size=3, dilation=2).eval()
-    x = torch.randn(1, 9, 11, 16)
+    attn = NeighborhoodAttention2D(16, 2, kernel_size=3, dilation=2)
+    x = torch.randn(1, 9, 11, 16, requires_grad=True)
     compiled = torch.compile(attn, fullgraph=False, dynamic=False)
-    torch.testing.assert_close(compiled(x), attn(x), atol=1e-5, rtol=1e-4)
+    results = []
+    for module in (compiled, attn):
+        out = module(x)
+        results.append((out, *torch.autograd.grad(out.square().sum(), [x, attn.rpb])))
+    for got, expected in zip(*results):
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize('kwargs,message', [
