@@ -97,10 +97,10 @@ class ConvDownsampler(nn.Module):
 class Mlp(nn.Module):
     """fc1 -> GELU -> dropout -> fc2 -> dropout, on the last dimension.
 
-    While training without hidden dropout, GELU + fc2 run as
-    :func:`~nat_mm.ops.gelu_linear.gelu_linear`, which recomputes the GELU in
-    the backward instead of keeping its output (same results, about a fifth
-    less activation memory per block).
+    When gradients are recorded and no hidden dropout is active, GELU + fc2
+    run as :func:`~nat_mm.ops.gelu_linear.gelu_linear`, which recomputes the
+    GELU in the backward instead of keeping its output (same results, about a
+    fifth less activation memory per block).
     """
 
     def __init__(self, dim, hidden_dim, drop=0.):
