@@ -6,7 +6,7 @@ The config's ``demo_data`` dict gives the generator's arguments and its
 Examples:
     python tools/make_demo_data.py configs/demo/upernet_nat_demo.py      # -> data/demo_ade
     python tools/make_demo_data.py configs/demo/mask_rcnn_nat_demo.py --num-train 200 \
-        --out /tmp/coco_shapes
+        --out data/demo_coco_200
 
 A complete dataset generated with the same arguments is kept as it is.
 """
