@@ -13,11 +13,10 @@ import argparse
 import os
 import os.path as osp
 
-from mmengine.config import Config, DictAction
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
+from mmengine.config import DictAction
 
-from nat_mm.engine import adapt_config_to_device, check_dataset_paths, init_distributed
+from nat_mm.engine import (adapt_config_to_device, build_runner, check_dataset_paths,
+                           init_distributed, load_config)
 
 
 def parse_args(argv=None):
@@ -68,14 +67,7 @@ def save_predictions(cfg, out):
 
 
 def build_config(args):
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg = load_config(args.config, args.launcher, args.cfg_options, args.work_dir)
     cfg.load_from = args.checkpoint
     if args.show_dir:
         enable_visualization(cfg, args.show_dir)
@@ -92,7 +84,7 @@ def main(argv=None):
     cfg = build_config(args)
     check_dataset_paths(cfg, mode='test')
     init_distributed(args.launcher)
-    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    runner = build_runner(cfg)
     return runner.test()
 
 

@@ -15,12 +15,11 @@ import logging
 import os
 import os.path as osp
 
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 from mmengine.logging import print_log
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
 
-from nat_mm.engine import adapt_config_to_device, check_dataset_paths, init_distributed
+from nat_mm.engine import (adapt_config_to_device, build_runner, check_dataset_paths,
+                           init_distributed, load_config)
 
 
 def parse_args(argv=None):
@@ -69,14 +68,7 @@ def enable_auto_scale_lr(cfg):
 
 def build_config(args):
     """The config as the Runner will see it, after the command-line options."""
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg = load_config(args.config, args.launcher, args.cfg_options, args.work_dir)
     if args.amp:
         enable_amp(cfg)
     if args.auto_scale_lr:
@@ -96,7 +88,7 @@ def main(argv=None):
     cfg = build_config(args)
     check_dataset_paths(cfg, mode='train')
     init_distributed(args.launcher)
-    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    runner = build_runner(cfg)
     runner.train()
     return runner
 

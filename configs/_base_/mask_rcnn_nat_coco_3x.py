@@ -5,21 +5,12 @@
 # Total batch size 16 = 8 GPUs x 2 images (train_dataloader.batch_size is per GPU). With another
 # total batch size, add --auto-scale-lr to tools/train.py: it scales lr = 1e-4 by
 # (GPUs x batch_size) / auto_scale_lr.base_batch_size.
-_base_ = 'mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_amp-ms-crop-3x_coco.py'
+_base_ = ['mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_amp-ms-crop-3x_coco.py', './nat_backbone.py']
 
 custom_imports = dict(imports=['nat_mm'], allow_failed_imports=False)
 
 model = dict(
-    backbone=dict(
-        _delete_=True,
-        type='NAT',
-        arch='tiny',
-        kernel_size=7,
-        drop_path_rate=0.2,
-        out_indices=(0, 1, 2, 3),
-        # ImageNet-1k classification weights; train from scratch with
-        # --cfg-options model.backbone.init_cfg=None
-        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/nat_tiny.pth')),
+    backbone={{_base_.nat_backbone}},
     neck=dict(in_channels=[64, 128, 256, 512]))
 
 # AdamW lr 1e-4, betas (0.9, 0.999), weight decay 0.05 (as in the base config), without weight
@@ -28,10 +19,7 @@ model = dict(
 optim_wrapper = dict(
     type='AmpOptimWrapper',
     paramwise_cfg=dict(
-        _delete_=True, custom_keys={
-            'rpb': dict(decay_mult=0.),
-            'norm': dict(decay_mult=0.),
-        }))
+        _delete_=True, custom_keys={{_base_.nat_no_decay_keys}}))
 
 # 500-iteration linear warm-up from lr * 0.001; lr x 0.1 after epochs 27 and 33.
 param_scheduler = [

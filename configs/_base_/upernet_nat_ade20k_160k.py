@@ -6,21 +6,15 @@
 # total batch size B, scale the learning rate linearly: lr = 6e-5 * B / 16, e.g.
 #   --cfg-options optim_wrapper.optimizer.lr=1.5e-05   (4 GPUs x 1 image)
 # or let tools/train.py do it with --auto-scale-lr (uses auto_scale_lr below).
-_base_ = 'mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py'
+_base_ = [
+    'mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py',
+    './nat_backbone.py',
+]
 
 custom_imports = dict(imports=['nat_mm'], allow_failed_imports=False)
 
 model = dict(
-    backbone=dict(
-        _delete_=True,
-        type='NAT',
-        arch='tiny',
-        kernel_size=7,
-        drop_path_rate=0.3,
-        out_indices=(0, 1, 2, 3),
-        # ImageNet-1k classification weights; train from scratch with
-        # --cfg-options model.backbone.init_cfg=None
-        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/nat_tiny.pth')),
+    backbone={{_base_.nat_backbone}},
     decode_head=dict(in_channels=[64, 128, 256, 512], channels=512, num_classes=150),
     auxiliary_head=dict(in_channels=256, in_index=2, channels=256, num_classes=150))
 
@@ -30,10 +24,7 @@ optim_wrapper = dict(
     _delete_=True,
     type='AmpOptimWrapper',
     optimizer=dict(type='AdamW', lr=6e-5, betas=(0.9, 0.999), weight_decay=0.01),
-    paramwise_cfg=dict(custom_keys={
-        'rpb': dict(decay_mult=0.),
-        'norm': dict(decay_mult=0.),
-    }))
+    paramwise_cfg=dict(custom_keys={{_base_.nat_no_decay_keys}}))
 
 # 1500-iteration linear warm-up from lr * 1e-6, then poly (power 1) decay to 0.
 param_scheduler = [
