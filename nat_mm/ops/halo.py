@@ -1,24 +1,34 @@
-"""Blocked ("halo") neighbourhood attention on top of fused SDPA.
+"""Blocked ("halo") neighbourhood attention read from strips of key columns.
 
 The map is cut, per dilation group, into tiles of ``Ty x Tx`` queries. Every
-query's K x K window lies inside its tile's halo: ``Hy x Hx`` keys with
-``H* = T* + K - 1`` (or the whole group when that is shorter). Each tile
-attends to its halo with an additive bias that is the relative position bias
-inside each query's window and -inf outside, so the numbers are exactly
-NATTEN's while only one chunk of halos (about (T+K-1)^2 / T^2 copies of its
-keys and values, not K*K) exists at a time.
+query's K x K window lies inside its tile's halo of ``Hy x Hx`` keys
+(``Hx = Tx + K - 1``; ``Hy = Ty + K - 1`` or the whole group when that is
+shorter). Each tile attends to its halo with an additive bias: the relative
+position bias inside each query's window and -inf outside, so the numbers are
+exactly NATTEN's.
 
-Tiles are grouped by *type*: tiles whose queries sit at the same place
-relative to the map's borders share one (heads, Tq, Tk) bias, which SDPA
-broadcasts over the group, so no per-tile bias is ever materialised. Almost
-every tile of a large map is of the interior type.
+Halos are never copied out one by one. For each row of tiles, the ``Hy`` key
+rows its halos span are copied once into a *strip*, column after column
+(``Hy`` keys per column; for K=7 and 4x4 tiles 2.5 copies of K instead of the
+6.25 of separate 10x10 halos). A tile's halo is then ``Hx`` consecutive strip
+columns and the next tile's starts ``Tx`` columns further, so the halos of all
+tiles (of every row, image and head of a chunk) are one overlapping strided
+view that the batched matmuls read in place. Halo columns past either end of
+a group's columns hold whatever the strip has there (a neighbour's columns):
+finite, and masked out. Windows shifted at a group's right border reach left
+of their tile's halo; the strip's spare columns after a group's last column
+hold exactly those keys (which is why ``Tx > K // 2``).
 
-The whole operator is one autograd function that saves only its inputs:
-the backward re-gathers each chunk of halos and recomputes its attention
-weights (as flash attention does), so a training step holds no halo copies
-between forward and backward. The backward is written out with batched
-matmuls because it also needs the logits' gradient, which is the relative
-position bias's gradient.
+Tiles in the same row share their bias pattern, so a chunk (rows of tiles of
+one border type) adds one ``(heads, tiles per row, Tq, Tk)`` bias, broadcast
+over its rows and images.
+
+The whole operator is one autograd function that saves only its inputs: the
+backward re-gathers each chunk's strips and recomputes its attention weights
+(as flash attention does), with batched matmuls, because it also needs the
+logits' gradient, which is the relative position bias's gradient. Halo
+gradients are summed over overlapping columns of the strip (a few strided
+adds), then onto positions by a sparse matmul.
 """
 import functools
 import warnings
@@ -27,10 +37,11 @@ from typing import NamedTuple, Optional
 import torch
 import torch.nn.functional as F
 
-#: Halo floats (keys of all heads and images) per chunk of tiles. Small
-#: enough that a chunk's buffers are recycled by the allocator instead of
-#: being page-faulted in anew, large enough to keep the matmuls efficient.
-CHUNK_FLOATS = 2 ** 20
+#: Halo floats (keys of all heads and images, as if every halo were copied)
+#: per chunk of tile rows. Small enough that a chunk's buffers are recycled by
+#: the allocator instead of being page-faulted in anew, large enough to keep
+#: the matmuls efficient.
+CHUNK_FLOATS = 2 ** 21
 
 #: Queries per tile along each axis. 4x4 tiles keep the halo overhead low:
 #: (4+6)^2 / 7^2 = 2x the K*K dot products for K=7.
@@ -38,7 +49,7 @@ DEFAULT_TILE = 4
 
 
 class AxisPlan(NamedTuple):
-    """Tiling of one axis of length L (all LongTensors).
+    """Tiling of the row axis, of length L (all LongTensors).
 
     query_index: (n_tiles * T,) position of each tile query; the padding
         queries of a group's last tile repeat its last position.
@@ -59,12 +70,34 @@ class AxisPlan(NamedTuple):
     halo: int
 
 
+def _relative_index(queries, keys, group_len, kernel_size, canonical=None, real=None):
+    """(T, halo) rpb index of each (query, key) pair along one axis, in group
+    units, or ``2K-1`` where the key is not in the query's window (or is not
+    the ``canonical`` copy of its position). Every ``real`` query (default:
+    all) must find its whole window in ``keys``; padding queries some of it."""
+    window_start = (queries - kernel_size // 2).clamp(min=0).clamp(max=group_len - kernel_size)
+    offset = keys[None, :] - window_start[:, None]
+    inside = (offset >= 0) & (offset < kernel_size)
+    if canonical is not None:
+        inside &= canonical[None, :]
+    found = inside.sum(1)
+    if real is not None:
+        found = torch.where(real, found, kernel_size * (found > 0))
+    if not (found == kernel_size).all():
+        raise RuntimeError('halo plan: a window is not inside its tile halo')   # a bug here
+    return torch.where(inside, (kernel_size - 1) + keys[None, :] - queries[:, None],
+                       torch.full_like(offset, 2 * kernel_size - 1))
+
+
+def _group_lengths(length, dilation):
+    return [(length - g + dilation - 1) // dilation for g in range(dilation)]
+
+
 @functools.lru_cache(maxsize=256)
 def axis_plan(length, kernel_size, dilation, tile):
-    """Builds the :class:`AxisPlan` of one axis (on CPU, cached)."""
+    """Builds the :class:`AxisPlan` of the row axis (on CPU, cached)."""
     half = kernel_size // 2
-    outside = 2 * kernel_size - 1
-    group_lengths = [(length - g + dilation - 1) // dilation for g in range(dilation)]
+    group_lengths = _group_lengths(length, dilation)
     tile = min(tile, max(group_lengths))
     halo = min(tile + kernel_size - 1, max(group_lengths))
     query_index, key_index, rel = [], [], []
@@ -76,11 +109,7 @@ def axis_plan(length, kernel_size, dilation, tile):
             queries = (first + i).clamp(max=group_len - 1)              # group units
             halo_start = min(max(first - half, 0), max(group_len - halo, 0))
             keys = halo_start + p
-            window_start = (queries - half).clamp(min=0).clamp(max=group_len - kernel_size)
-            offset = keys[None, :] - window_start[:, None]              # (T, halo)
-            inside = (offset >= 0) & (offset < kernel_size)
-            rel.append(torch.where(inside, (kernel_size - 1) + keys[None, :] - queries[:, None],
-                                   torch.full_like(offset, outside)))
+            rel.append(_relative_index(queries, keys, group_len, kernel_size))
             slot = len(query_index) * tile
             real = min(tile, group_len - first)
             output_index[group + dilation * (first + i[:real])] = slot + i[:real]
@@ -91,58 +120,107 @@ def axis_plan(length, kernel_size, dilation, tile):
                     tile_type, rel_types, tile, halo)
 
 
-class TileChunk(NamedTuple):
-    """Tiles attended together; rows index the ``B * H * W`` positions of the
-    batch, ordered (image, tile, query or key).
+class StripAxisPlan(NamedTuple):
+    """Tiling of the column (strip) axis, of length L.
 
-    tile_types: (n_tiles,) each tile's index into :attr:`GridPlan.type_rel`.
-    shared_type: the type of every tile, or None for a mixed chunk (the
-        leftovers of small types), whose bias is then materialised per tile.
-    query_index: (rows_q,) the chunk's tile queries.
-    key_index: (rows_k,) the chunk's halo keys.
-    key_crow, key_col: CSR rows/columns of the (B * H * W, rows_k) 0/1
-        matrix with a 1 at (key_index[j], j): it sums the halo copies' key and
-        value gradients back onto the positions.
-    padding_rows: rows of ``query_index`` that repeat another query (the
-        padding of a group's last tile) or None; they get no gradient.
+    Every group gets ``n_tiles`` tiles of T columns (its last tiles padded) and
+    a segment of ``n_tiles * T`` strip columns; tile c's halo is segment
+    columns ``c*T - K//2 ... c*T - K//2 + halo - 1`` (reaching into the
+    neighbouring segments at both ends).
+
+    query_columns: (groups * n_tiles * T,) position of each tile query; the
+        padding queries repeat the group's last position.
+    key_columns: (groups * n_tiles * T,) position held by each strip column:
+        the group's columns in order, then (in the padding) the columns that
+        windows shifted at the right border need left of the last tile's halo.
+    output_index: (L,) for each position, its slot in ``query_columns``.
+    rel: (groups * n_tiles, T, halo) as :attr:`AxisPlan.rel_types`, per tile.
     """
-    tile_types: torch.Tensor
-    shared_type: Optional[int]
+    query_columns: torch.Tensor
+    key_columns: torch.Tensor
+    output_index: torch.Tensor
+    rel: torch.Tensor
+    tile: int
+    halo: int
+    n_tiles: int
+
+
+@functools.lru_cache(maxsize=256)
+def strip_axis_plan(length, kernel_size, dilation, tile):
+    """Builds the :class:`StripAxisPlan` (on CPU, cached)."""
+    half = kernel_size // 2
+    tile = max(tile, half + 1)     # the right border's shifted windows must fit
+    halo = tile + kernel_size - 1
+    group_lengths = _group_lengths(length, dilation)
+    n_tiles = -(-max(group_lengths) // tile)
+    width = n_tiles * tile
+    x = torch.arange(width)
+    query_columns, key_columns, rel = [], [], []
+    output_index = torch.empty(length, dtype=torch.long)
+    for group, group_len in enumerate(group_lengths):
+        queries = x.clamp(max=group_len - 1)
+        last_tile = (group_len - 1) // tile * tile
+        # Past the group's end: the keys of the last tile's windows left of its halo.
+        needed_from = group_len - kernel_size
+        spare = torch.arange(needed_from, needed_from + width - group_len)
+        keys = torch.cat([x[:group_len], spare.clamp(max=last_tile - half - 1).clamp(min=0)])
+        padded_keys = torch.cat([torch.full((half,), -1), keys, torch.full((half,), -1)])
+        for first in range(0, width, tile):
+            halo_keys = padded_keys[first:first + halo]        # -1: another segment's column
+            first_copy = torch.ones(halo, dtype=torch.bool)
+            for j in range(1, halo):
+                first_copy[j] = not (halo_keys[:j] == halo_keys[j]).any()
+            rel.append(_relative_index(queries[first:first + tile], halo_keys, group_len,
+                                       kernel_size, first_copy & (halo_keys >= 0),
+                                       x[first:first + tile] < group_len))
+        output_index[group + dilation * x[:group_len]] = group * width + x[:group_len]
+        query_columns.append(group + dilation * queries)
+        key_columns.append(group + dilation * keys)
+    return StripAxisPlan(torch.cat(query_columns), torch.cat(key_columns), output_index,
+                         torch.stack(rel), tile, halo, n_tiles)
+
+
+class RowChunk(NamedTuple):
+    """Rows of tiles (all images and column groups) attended together.
+
+    row_type: the rows' index into :attr:`GridPlan.rel_index`.
+    query_index: (rows_q,) positions in ``B * H * W`` of the tile queries,
+        ordered (tile row, image, tile in row, query column, query row).
+    strip_index: (rows_k,) positions of the strip's keys, ordered
+        (tile row, image, strip column, halo row).
+    strip_crow, strip_col: CSR rows/columns of the (B * H * W, rows_k) 0/1
+        matrix with a 1 at (strip_index[j], j): it sums strip gradients back
+        onto the positions.
+    padding_rows: rows of ``query_index`` that only pad a tile, or None; they
+        get no gradient.
+    """
+    row_type: int
     query_index: torch.Tensor
-    key_index: torch.Tensor
-    key_crow: torch.Tensor
-    key_col: torch.Tensor
+    strip_index: torch.Tensor
+    strip_crow: torch.Tensor
+    strip_col: torch.Tensor
     padding_rows: Optional[torch.Tensor]
 
 
 class GridPlan(NamedTuple):
     """Tiling of a batch of H x W maps on one device.
 
-    chunks: the tiles, in :class:`TileChunk` runs.
+    chunks: :class:`RowChunk` runs of tile rows.
     output_index: (B * H * W,) the row of each position's output among the
         chunks' query rows, concatenated in chunk order.
-    type_rel: (n_types, Tq, Tk) flat index into the (2K) x (2K) rpb table
-        padded with a zero row and column, where index 2K-1 on either axis
-        means "outside the window".
-    type_mask: (n_types, Tq, Tk) float, 0 inside each query's window and
-        -inf outside.
+    rel_index: (n_row_types, tiles per row, Tq, Tk) index into the flattened
+        (2K-1) x (2K-1) rpb table extended by one entry, ``(2K-1)**2``, that
+        means "outside the window". Queries are ordered (column, row) in a
+        tile, keys likewise in a halo.
+    tile_w, halo_w, halo_h: Tx, Hx and Hy; n_queries: Tq = Ty * Tx.
     """
     chunks: tuple
     output_index: torch.Tensor
-    type_rel: torch.Tensor
-    type_mask: torch.Tensor
+    rel_index: torch.Tensor
+    tile_w: int
+    halo_w: int
+    halo_h: int
     n_queries: int
-    n_keys: int
-
-
-def _tile_major(rows, cols, row_block, col_block, width):
-    """Flat positions of a tiled product grid, tile by tile.
-
-    rows (n_tile_rows * row_block,), cols (n_tile_cols * col_block,) ->
-    (n_tile_rows * n_tile_cols, row_block * col_block).
-    """
-    grid = rows.view(-1, 1, row_block, 1) * width + cols.view(1, -1, 1, col_block)
-    return grid.reshape(-1, row_block * col_block)
 
 
 def _key_csr(key_index, n_positions):
@@ -153,61 +231,51 @@ def _key_csr(key_index, n_positions):
 
 @functools.lru_cache(maxsize=64)
 def grid_plan(batch, height, width, kernel_size, dilation, tile_h, tile_w, device,
-              tiles_per_chunk):
+              rows_per_chunk):
     """Builds the :class:`GridPlan` (cached per shape, device and chunk size)."""
     rows = axis_plan(height, kernel_size, dilation, tile_h)
-    cols = axis_plan(width, kernel_size, dilation, tile_w)
-    side = 2 * kernel_size
-    ry = rows.rel_types[:, None, :, None, :, None]      # (ty, 1, Ty, 1, Hy, 1)
-    rx = cols.rel_types[None, :, None, :, None, :]      # (1, tx, 1, Tx, 1, Hx)
-    n_queries, n_keys = rows.tile * cols.tile, rows.halo * cols.halo
-    shape = (len(rows.rel_types), len(cols.rel_types), n_queries, n_keys)
-    type_rel = (ry * side + rx).reshape(shape).flatten(0, 1)
-    inside = ((ry < side - 1) & (rx < side - 1)).reshape(shape).flatten(0, 1)
-    type_mask = torch.zeros(inside.shape).masked_fill_(~inside, float('-inf'))
-    tile_type = (rows.tile_type[:, None] * len(cols.rel_types) + cols.tile_type[None, :]).flatten()
-    tile_queries = _tile_major(rows.query_index, cols.query_index, rows.tile, cols.tile, width)
-    tile_keys = _tile_major(rows.key_index, cols.key_index, rows.halo, cols.halo, width)
+    cols = strip_axis_plan(width, kernel_size, dilation, tile_w)
+    ty, hy, tx, hx = rows.tile, rows.halo, cols.tile, cols.halo
+    n_queries = ty * tx
+    tiles_per_row = len(cols.rel)
+    side = 2 * kernel_size - 1
+    ry = rows.rel_types[:, None, None, :, None, :]      # (types, 1, 1, Ty, 1, Hy)
+    rx = cols.rel[None, :, :, None, :, None]            # (1, tiles, Tx, 1, Hx, 1)
+    rel_index = torch.where((ry < side) & (rx < side), ry * side + rx, side * side)
+    rel_index = rel_index.reshape(len(ry), tiles_per_row, n_queries, hx * hy)
+
     n_positions = height * width
-    # Tile slot (tile * Tq + query) of each position's output.
-    oy, ox = rows.output_index[:, None], cols.output_index[None, :]
-    slot = (((oy // rows.tile) * len(cols.tile_type) + ox // cols.tile) * n_queries
-            + (oy % rows.tile) * cols.tile + ox % cols.tile).flatten()
-    is_real = torch.zeros(tile_queries.numel(), dtype=torch.bool)
-    is_real[slot] = True
-    is_real = is_real.view(-1, n_queries)
-    image_offset = (torch.arange(batch) * n_positions).view(-1, 1, 1)
-    # Row of each tile's first query (image 0) among all chunks' query rows,
-    # and the distance between the images' copies of that row.
-    tile_row = torch.empty(len(tile_type), dtype=torch.long)
-    image_stride = torch.empty(len(tile_type), dtype=torch.long)
-    # Types with many tiles get chunks of their own; the leftovers share mixed chunks.
-    runs, leftovers = [], []
-    for kind in range(len(type_rel)):
-        for tiles in (tile_type == kind).nonzero().flatten().split(tiles_per_chunk):
-            (runs if 2 * len(tiles) >= tiles_per_chunk else leftovers).append(tiles)
-    if leftovers:
-        runs.extend(torch.cat(leftovers).split(tiles_per_chunk))
-    chunks, n_rows = [], 0
-    for tiles in runs:
-        rows_per_image = len(tiles) * n_queries
-        tile_row[tiles] = n_rows + torch.arange(len(tiles)) * n_queries
-        image_stride[tiles] = rows_per_image
-        n_rows += batch * rows_per_image
-        key_index = (image_offset + tile_keys[tiles]).flatten()
-        padding = (~is_real[tiles]).expand(batch, -1, -1).flatten().nonzero().flatten()
-        types = tile_type[tiles]
-        shared = int(types[0]) if (types == types[0]).all() else None
-        chunks.append(TileChunk(
-            types.to(device), shared, (image_offset + tile_queries[tiles]).flatten().to(device),
-            key_index.to(device),
-            *(t.to(device) for t in _key_csr(key_index, batch * n_positions)),
-            padding.to(device) if len(padding) else None))
-    tile = slot // n_queries
-    output_index = (tile_row[tile] + slot % n_queries
-                    + torch.arange(batch)[:, None] * image_stride[tile])
-    return GridPlan(tuple(chunks), output_index.flatten().to(device), type_rel.to(device),
-                    type_mask.to(device), n_queries, n_keys)
+    image_offset = torch.arange(batch).view(1, -1, 1, 1, 1) * n_positions
+    query_rows = rows.query_index.view(-1, 1, 1, 1, ty) * width
+    query_cols = cols.query_columns.view(1, 1, tiles_per_row, tx, 1)
+    key_rows = rows.key_index.view(-1, 1, 1, hy) * width
+    key_cols = cols.key_columns.view(1, 1, -1, 1)
+    row_real = torch.zeros(len(rows.query_index), dtype=torch.bool)
+    row_real[rows.output_index] = True
+    col_real = torch.zeros(len(cols.query_columns), dtype=torch.bool)
+    col_real[cols.output_index] = True
+    real = (row_real.view(-1, 1, 1, 1, ty) & col_real.view(1, 1, tiles_per_row, tx, 1))
+    queries_per_row = batch * tiles_per_row * n_queries
+    first_query = torch.empty(len(rows.tile_type), dtype=torch.long)   # per tile row
+    chunks, n_query_rows = [], 0
+    for kind in range(len(rows.rel_types)):
+        for tile_rows in (rows.tile_type == kind).nonzero().flatten().split(rows_per_chunk):
+            first_query[tile_rows] = n_query_rows + torch.arange(len(tile_rows)) * queries_per_row
+            n_query_rows += len(tile_rows) * queries_per_row
+            query_index = (image_offset + query_rows[tile_rows] + query_cols).flatten()
+            strip_index = (image_offset[..., 0] + key_rows[tile_rows] + key_cols).flatten()
+            padding = (~real[tile_rows]).expand(-1, batch, -1, -1, -1).flatten()
+            padding = padding.nonzero().flatten()
+            chunks.append(RowChunk(
+                kind, query_index.to(device), strip_index.to(device),
+                *(t.to(device) for t in _key_csr(strip_index, batch * n_positions)),
+                padding.to(device) if len(padding) else None))
+    row_slot, col_slot = rows.output_index[:, None], cols.output_index[None, :]
+    within_row = (col_slot // tx) * n_queries + (col_slot % tx) * ty + row_slot % ty
+    output_index = (first_query[row_slot // ty] + within_row).flatten()
+    output_index = (output_index + torch.arange(batch)[:, None] * tiles_per_row * n_queries)
+    return GridPlan(tuple(chunks), output_index.flatten().to(device), rel_index.to(device),
+                    tx, hx, hy, n_queries)
 
 
 def _heads_first(x):
@@ -215,57 +283,54 @@ def _heads_first(x):
     return x.transpose(0, 1).reshape(x.shape[1], -1, x.shape[-1]).contiguous()
 
 
-def _type_bias(plan, rpb, dtype):
-    """Window mask plus relative position bias of every tile type:
-    (n_types, heads, Tq, Tk), or (n_types, 1, Tq, Tk) without rpb."""
-    if rpb is None:
-        return plan.type_mask[:, None].to(dtype)
-    table = F.pad(rpb.to(dtype), (0, 1, 0, 1)).flatten(1)         # (heads, 4K^2)
-    return table[:, plan.type_rel].transpose(0, 1) + plan.type_mask[:, None].to(dtype)
+def _row_biases(plan: GridPlan, rpb, heads, kernel_size, dtype, device):
+    """Per row type, the bias of a row of tiles (heads, tiles per row, Tq, Tk):
+    rpb (zero without one) inside each query's window, -inf outside."""
+    side = 2 * kernel_size - 1
+    table = torch.zeros(heads, side * side + 1, dtype=dtype, device=device)
+    if rpb is not None:
+        table[:, :-1] = rpb.reshape(heads, -1)
+    table[:, -1] = float('-inf')
+    return table[:, plan.rel_index].unbind(1)
 
 
-def _chunk_bias(bias, chunk: TileChunk, batch):
-    """The chunk's slice of :func:`_type_bias` for SDPA's (heads, B * tiles)
-    batch: (heads|1, 1, Tq, Tk) when shared, else (heads|1, B * tiles, Tq, Tk)."""
-    if chunk.shared_type is not None:
-        return bias[chunk.shared_type][:, None]
-    per_tile = bias.index_select(0, chunk.tile_types).transpose(0, 1)[:, None]
-    return per_tile.expand(-1, batch, -1, -1, -1).flatten(1, 2)
-
-
-def _add_bias_grads(total, grad_logits, chunk: TileChunk, batch):
-    """Sums the logits' gradient (heads, B * tiles, Tq, Tk) per tile type into
-    ``total`` (n_types, heads, Tq, Tk), float32."""
-    if chunk.shared_type is not None:
-        total[chunk.shared_type] += grad_logits.sum(1, dtype=torch.float32)
-        return
-    heads, _, *block = grad_logits.shape
-    per_tile = grad_logits.view(heads, batch, -1, *block).sum(1, dtype=torch.float32)
-    total.index_add_(0, chunk.tile_types, per_tile.transpose(0, 1))
-
-
-def _gather(x, index, tile):
-    """(heads, rows, D) -> (heads, len(index) / tile, tile, D), contiguous."""
+def _gather(x, index, out=None):
+    """(heads, rows, D) -> (heads, len(index), D), into ``out`` if given."""
     heads, _, head_dim = x.shape
+    if out is None:
+        out = x.new_empty(heads, len(index), head_dim)
     if heads > 4:
-        return x.index_select(1, index).view(heads, -1, tile, head_dim)
-    out = x.new_empty(heads, len(index), head_dim)
+        return torch.index_select(x, 1, index, out=out)
     for head in range(heads):     # 2-3x faster than one index_select along dim 1
         torch.index_select(x[head], 0, index, out=out[head])
-    return out.view(heads, -1, tile, head_dim)
+    return out
 
 
-def _gather_chunk(q, k, v, chunk: TileChunk, plan: GridPlan):
-    """The chunk's tile queries (heads, B * tiles, Tq, D) and halo keys and
-    values (heads, B * tiles, Tk, D), from (heads, B * H * W, D) inputs."""
-    return (_gather(q, chunk.query_index, plan.n_queries),
-            _gather(k, chunk.key_index, plan.n_keys), _gather(v, chunk.key_index, plan.n_keys))
+def _strip_halos(x, chunk: RowChunk, plan: GridPlan):
+    """The chunk's halos of every tile and head, (heads * tiles, Tk, D): an
+    overlapping strided view of one strip of key columns gathered from ``x``
+    (heads, B * H * W, D)."""
+    heads, _, head_dim = x.shape
+    column = plan.halo_h * head_dim                      # floats per strip column
+    margin = (plan.halo_w - plan.tile_w) // 2 * plan.halo_h
+    rows = len(chunk.strip_index)
+    strip = x.new_empty(heads * rows + 2 * margin, head_dim)
+    strip[:margin].zero_()                               # finite, masked out
+    strip[margin + heads * rows:].zero_()
+    _gather(x, chunk.strip_index, strip[margin:margin + heads * rows].view(heads, rows, head_dim))
+    n_tiles = heads * rows // (plan.tile_w * plan.halo_h)
+    return strip.as_strided((n_tiles, plan.halo_w * plan.halo_h, head_dim),
+                            (plan.tile_w * column, head_dim, 1))
 
 
-def _attention_weights(scaled_query, key, bias):
-    """softmax(scaled_query @ key^T + bias) over the halo keys."""
-    logits = scaled_query @ key.transpose(-1, -2)
-    logits += bias
+def _attention_weights(scaled_query, halos, bias):
+    """softmax(scaled_query @ halos^T + bias) over the halo keys.
+
+    scaled_query (heads * tiles, Tq, D), halos (heads * tiles, Tk, D), bias
+    (heads, tiles per row, Tq, Tk) -> (heads * tiles, Tq, Tk).
+    """
+    logits = torch.bmm(scaled_query, halos.transpose(1, 2))
+    logits.view(len(bias), -1, *bias.shape[1:]).add_(bias[:, None])
     return torch.softmax(logits, -1)
 
 
@@ -275,19 +340,40 @@ def _dropout_keep(shape, dropout_p, generator, device):
     return keep / (1 - dropout_p)
 
 
-def _add_key_grads(total, grad, chunk: TileChunk):
-    """``total[:, key_index[j]] += grad[:, j]`` (heads, rows, D), summing duplicates."""
+def _sum_overlapping_columns(halo_grads, plan: GridPlan, heads):
+    """Halo gradients (heads * tiles, Tk, D), tile after tile of one strip,
+    -> the strip's gradient (heads, rows_k, D): the sum over the halos that
+    share each strip column."""
+    n_tiles, _, head_dim = halo_grads.shape
+    tile_w, halo_w = plan.tile_w, plan.halo_w
+    column = plan.halo_h * head_dim
+    per_column = halo_grads.view(n_tiles, halo_w, column)
+    steps = -(-halo_w // tile_w)
+    strip = halo_grads.new_empty((n_tiles + steps - 1) * tile_w, column)
+    strip[:n_tiles * tile_w].view(n_tiles, tile_w, column).copy_(per_column[:, :tile_w])
+    strip[n_tiles * tile_w:].zero_()
+    for step in range(1, steps):
+        width = min(tile_w, halo_w - step * tile_w)
+        shifted = strip[step * tile_w:(step + n_tiles) * tile_w].view(n_tiles, tile_w, column)
+        shifted[:, :width] += per_column[:, step * tile_w:step * tile_w + width]
+    margin = (halo_w - tile_w) // 2
+    return strip[margin:margin + n_tiles * tile_w].view(heads, -1, head_dim)
+
+
+def _add_strip_grads(total, halo_grads, chunk: RowChunk, plan: GridPlan):
+    """``total[:, strip_index[j]] += strip_grad[:, j]`` (heads, rows, D)."""
+    grad = _sum_overlapping_columns(halo_grads, plan, len(total))
     if grad.device.type == 'cpu' and grad.dtype in (torch.float32, torch.float64):
         # A sparse matmul is several times faster than index_add_'s scatter on CPU.
         with warnings.catch_warnings():   # "sparse CSR support is in beta"
             warnings.simplefilter('ignore', UserWarning)
             scatter = torch.sparse_csr_tensor(
-                chunk.key_crow, chunk.key_col, grad.new_ones(len(chunk.key_col)),
+                chunk.strip_crow, chunk.strip_col, grad.new_ones(len(chunk.strip_col)),
                 size=(total.shape[1], grad.shape[1]))
         for head in range(len(total)):
             total[head].addmm_(scatter, grad[head])
     else:
-        total.index_add_(1, chunk.key_index, grad)
+        total.index_add_(1, chunk.strip_index, grad)
 
 
 class _HaloAttention(torch.autograd.Function):
@@ -298,24 +384,20 @@ class _HaloAttention(torch.autograd.Function):
         plan = grid_plan(*plan_key)
         batch, heads, height, width, head_dim = query.shape
         q, k, v = _heads_first(query), _heads_first(key), _heads_first(value)
-        bias = _type_bias(plan, rpb, query.dtype)
+        biases = _row_biases(plan, rpb, heads, plan_key[3], query.dtype, query.device)
         seed = None
         if dropout_p > 0:
             seed = int(torch.randint(2 ** 62, (), device='cpu'))
             generator = torch.Generator(query.device).manual_seed(seed)
         outputs = []
         for chunk in plan.chunks:
-            qc, kc, vc = _gather_chunk(q, k, v, chunk, plan)
-            chunk_bias = _chunk_bias(bias, chunk, batch)
-            if seed is None:
-                out = F.scaled_dot_product_attention(qc, kc, vc, attn_mask=chunk_bias,
-                                                     scale=scale)
-            else:   # the weights exactly as the backward will recompute them
-                weights = _attention_weights(qc.mul_(scale), kc, chunk_bias)
-                keep = _dropout_keep(weights.shape, dropout_p, generator, query.device)
-                out = (weights * keep) @ vc
-            outputs.append(out.reshape(heads, -1, head_dim))
-        out = torch.cat(outputs, 1).index_select(1, plan.output_index)
+            qc = _gather(q, chunk.query_index).mul_(scale)
+            weights = _attention_weights(qc.view(-1, plan.n_queries, head_dim),
+                                         _strip_halos(k, chunk, plan), biases[chunk.row_type])
+            if seed is not None:
+                weights *= _dropout_keep(weights.shape, dropout_p, generator, query.device)
+            outputs.append(torch.bmm(weights, _strip_halos(v, chunk, plan)).view(heads, -1, head_dim))
+        out = _gather(torch.cat(outputs, 1), plan.output_index)
         ctx.save_for_backward(query, key, value, rpb)
         ctx.plan_key, ctx.scale, ctx.dropout_p, ctx.seed = plan_key, scale, dropout_p, seed
         return out.view(heads, batch, height, width, head_dim).transpose(0, 1)
@@ -327,44 +409,45 @@ class _HaloAttention(torch.autograd.Function):
         batch, heads, height, width, head_dim = query.shape
         q, k, v = _heads_first(query), _heads_first(key), _heads_first(value)
         grad = _heads_first(grad_out.to(query.dtype))
-        bias = _type_bias(plan, rpb, query.dtype)
+        biases = _row_biases(plan, rpb, heads, ctx.plan_key[3], query.dtype, query.device)
         if ctx.seed is not None:
             generator = torch.Generator(query.device).manual_seed(ctx.seed)
         grad_key, grad_value = torch.zeros_like(k), torch.zeros_like(v)
         bias_grads = None
         if rpb is not None and ctx.needs_input_grad[3]:
-            bias_grads = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device)
+            bias_grads = torch.zeros((heads, *plan.rel_index.shape), dtype=torch.float32,
+                                     device=query.device)
         query_grads = []
         for chunk in plan.chunks:
-            qc, kc, vc = _gather_chunk(q, k, v, chunk, plan)
-            qc.mul_(scale)
-            grad_c = _gather(grad, chunk.query_index, plan.n_queries)
+            qc = _gather(q, chunk.query_index).mul_(scale).view(-1, plan.n_queries, head_dim)
+            key_halos, value_halos = _strip_halos(k, chunk, plan), _strip_halos(v, chunk, plan)
+            grad_c = _gather(grad, chunk.query_index)
             if chunk.padding_rows is not None:
-                grad_c.view(heads, -1, head_dim).index_fill_(1, chunk.padding_rows, 0)
-            weights = _attention_weights(qc, kc, _chunk_bias(bias, chunk, batch))
-            grad_weights = grad_c @ vc.transpose(-1, -2)
+                grad_c.index_fill_(1, chunk.padding_rows, 0)
+            grad_c = grad_c.view(-1, plan.n_queries, head_dim)
+            bias = biases[chunk.row_type]
+            weights = _attention_weights(qc, key_halos, bias)
+            grad_weights = torch.bmm(grad_c, value_halos.transpose(1, 2))
             if ctx.seed is not None:
                 keep = _dropout_keep(weights.shape, ctx.dropout_p, generator, query.device)
                 grad_weights *= keep
-                grad_vc = (weights * keep).transpose(-1, -2) @ grad_c
+                grad_value_halos = torch.bmm((weights * keep).transpose(1, 2), grad_c)
             else:
-                grad_vc = weights.transpose(-1, -2) @ grad_c
+                grad_value_halos = torch.bmm(weights.transpose(1, 2), grad_c)
             grad_logits = torch._softmax_backward_data(grad_weights, weights, -1, weights.dtype)
             del weights, grad_weights
-            query_grads.append((grad_logits @ kc).mul_(scale).view(heads, -1, head_dim))
-            _add_key_grads(grad_key, (grad_logits.transpose(-1, -2) @ qc).view(heads, -1, head_dim),
-                           chunk)
-            _add_key_grads(grad_value, grad_vc.view(heads, -1, head_dim), chunk)
+            query_grads.append(torch.bmm(grad_logits, key_halos).mul_(scale).view(heads, -1, head_dim))
+            _add_strip_grads(grad_key, torch.bmm(grad_logits.transpose(1, 2), qc), chunk, plan)
+            _add_strip_grads(grad_value, grad_value_halos, chunk, plan)
             if bias_grads is not None:
-                _add_bias_grads(bias_grads, grad_logits, chunk, batch)
-        grad_query = torch.cat(query_grads, 1).index_select(1, plan.output_index)
+                bias_grads[:, chunk.row_type] += grad_logits.view(
+                    heads, -1, *bias.shape[1:]).sum(1, dtype=torch.float32)
+        grad_query = _gather(torch.cat(query_grads, 1), plan.output_index)
         grad_rpb = None
         if bias_grads is not None:
-            side = rpb.shape[-1] + 1
-            table = bias_grads.new_zeros(heads, side * side)
-            table.index_add_(1, plan.type_rel.flatten(),
-                             bias_grads.transpose(0, 1).flatten(1))
-            grad_rpb = table.view(heads, side, side)[:, :-1, :-1].to(rpb.dtype)
+            flat = bias_grads.new_zeros(heads, rpb[0].numel() + 1)
+            flat.index_add_(1, plan.rel_index.flatten(), bias_grads.flatten(1))
+            grad_rpb = flat[:, :-1].view_as(rpb).to(rpb.dtype)
 
         grad_query, grad_key, grad_value = (
             x.view(heads, batch, height, width, head_dim).transpose(0, 1)
@@ -375,14 +458,18 @@ class _HaloAttention(torch.autograd.Function):
 def na2d_halo(query, key, value, kernel_size, dilation, rpb, scale, dropout_p=0.0,
               tile=DEFAULT_TILE):
     """Neighbourhood attention by halo tiles; arguments as :func:`nat_mm.na2d`
-    (already validated). ``tile`` is the query tile side (int or (h, w)).
+    (already validated). ``tile`` is the query tile side (int or (h, w); the
+    width is raised to ``kernel_size // 2 + 1`` if smaller).
     ``dropout_p`` applies only while gradients are enabled (training).
     """
     batch, heads, height, width, head_dim = query.shape
     tile_h, tile_w = (tile, tile) if isinstance(tile, int) else tile
-    halo_keys = (tile_h + kernel_size - 1) * (tile_w + kernel_size - 1)
-    tiles_per_chunk = max(1, CHUNK_FLOATS // (batch * heads * halo_keys * head_dim))
+    tile_w = max(tile_w, kernel_size // 2 + 1)
+    n_tile_cols = -(-width // (dilation * tile_w)) * dilation
+    row_floats = batch * heads * n_tile_cols * (tile_h + kernel_size - 1) * (
+        tile_w + kernel_size - 1) * head_dim
+    rows_per_chunk = max(1, CHUNK_FLOATS // row_floats)
     plan_key = (batch, height, width, kernel_size, dilation, tile_h, tile_w, query.device,
-                tiles_per_chunk)
+                rows_per_chunk)
     dropout_p = dropout_p if torch.is_grad_enabled() else 0.0
     return _HaloAttention.apply(query, key, value, rpb, plan_key, scale, dropout_p)
