@@ -291,7 +291,8 @@ def _row_biases(plan: GridPlan, rpb, heads, kernel_size, dtype, device):
     if rpb is not None:
         table[:, :-1] = rpb.reshape(heads, -1)
     table[:, -1] = float('-inf')
-    return table[:, plan.rel_index].unbind(1)
+    return table.index_select(1, plan.rel_index.flatten()).view(
+        heads, *plan.rel_index.shape).unbind(1)
 
 
 def _gather(x, index, out=None):
