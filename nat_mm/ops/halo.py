@@ -84,7 +84,7 @@ def _relative_index(queries, keys, group_len, kernel_size, canonical=None, real=
     if real is not None:
         found = torch.where(real, found, kernel_size * (found > 0))
     if not (found == kernel_size).all():
-        raise RuntimeError('halo plan: a window is not inside its tile halo')   # a bug here
+        raise RuntimeError('nat_mm internal error: a query window is not inside its tile halo')
     return torch.where(inside, (kernel_size - 1) + keys[None, :] - queries[:, None],
                        torch.full_like(offset, 2 * kernel_size - 1))
 
@@ -429,7 +429,8 @@ class _HaloAttention(torch.autograd.Function):
                                          _strip_halos(k, chunk, plan), biases[chunk.row_type])
             if seed is not None:
                 weights *= _dropout_keep(weights.shape, dropout_p, generator, query.device)
-            outputs.append(torch.bmm(weights, _strip_halos(v, chunk, plan)).view(heads, -1, head_dim))
+            out = torch.bmm(weights, _strip_halos(v, chunk, plan))
+            outputs.append(out.view(heads, -1, head_dim))
         out = _gather(torch.cat(outputs, 1), plan.output_index)
         ctx.save_for_backward(query, key, value, rpb)
         ctx.plan_key, ctx.scale, ctx.dropout_p, ctx.seed = plan_key, scale, dropout_p, seed
@@ -476,7 +477,8 @@ class _HaloAttention(torch.autograd.Function):
                 value_sums.set_left(weights)
             grad_logits = torch._softmax_backward_data(grad_weights, weights, -1, weights.dtype)
             del weights, grad_weights
-            query_grads.append(torch.bmm(grad_logits, key_halos).mul_(scale).view(heads, -1, head_dim))
+            grad_qc = torch.bmm(grad_logits, key_halos).mul_(scale)
+            query_grads.append(grad_qc.view(heads, -1, head_dim))
             key_sums.set_left(grad_logits)
             _add_strip_grads(grad_key, key_sums.strip_grads(n_tiles, heads), chunk)
             _add_strip_grads(grad_value, value_sums.strip_grads(n_tiles, heads), chunk)
