@@ -184,15 +184,16 @@ class RowChunk(NamedTuple):
     """Rows of tiles (all images and column groups) attended together.
 
     row_type: the rows' index into :attr:`GridPlan.rel_index`.
-    query_index: (rows_q,) positions in ``B * H * W`` of the tile queries,
-        ordered (tile row, image, tile in row, query column, query row).
-    strip_index: (rows_k,) positions of the strip's keys, ordered
-        (tile row, image, strip column, halo row).
-    strip_crow, strip_col: CSR rows/columns of the (B * H * W, rows_k) 0/1
-        matrix with a 1 at (strip_index[j], j): it sums strip gradients back
-        onto the positions.
-    padding_rows: rows of ``query_index`` that only pad a tile, or None; they
-        get no gradient.
+    query_index: (heads * rows_q,) rows in ``heads * B * H * W`` of the tile
+        queries, ordered (head, tile row, image, tile in row, query column,
+        query row).
+    strip_index: (heads * rows_k,) rows of the strip's keys, ordered (head,
+        tile row, image, strip column, halo row).
+    strip_crow, strip_col: CSR rows/columns of one head's (B * H * W, rows_k)
+        0/1 matrix with a 1 where strip row j holds a position: it sums strip
+        gradients back onto the positions.
+    padding_rows: rows (of one head's rows_q) that only pad a tile, or None;
+        they get no gradient.
     """
     row_type: int
     query_index: torch.Tensor
@@ -206,14 +207,15 @@ class GridPlan(NamedTuple):
     """Tiling of a batch of H x W maps on one device.
 
     chunks: :class:`RowChunk` runs of tile rows.
-    output_index: (B * H * W,) the row of each position's output among the
-        chunks' query rows, concatenated in chunk order.
+    output_index: (heads * B * H * W,) the row of each position's output
+        among the chunks' query rows (per head, concatenated in chunk order).
     rel_index: (n_row_types, tiles per row, Tq, Tk) index into the flattened
         (2K-1) x (2K-1) rpb table extended by one entry, ``(2K-1)**2``, that
         means "outside the window". Queries are ordered (column, row) in a
         tile, keys likewise in a halo.
     tile_w, halo_w, halo_h: Tx, Hx and Hy; n_queries: Tq = Ty * Tx.
     """
+    kernel_size: int
     chunks: tuple
     output_index: torch.Tensor
     rel_index: torch.Tensor
@@ -230,7 +232,7 @@ def _key_csr(key_index, n_positions):
 
 
 @functools.lru_cache(maxsize=64)
-def grid_plan(batch, height, width, kernel_size, dilation, tile_h, tile_w, device,
+def grid_plan(batch, heads, height, width, kernel_size, dilation, tile_h, tile_w, device,
               rows_per_chunk):
     """Builds the :class:`GridPlan` (cached per shape, device and chunk size)."""
     rows = axis_plan(height, kernel_size, dilation, tile_h)
@@ -257,6 +259,11 @@ def grid_plan(batch, height, width, kernel_size, dilation, tile_h, tile_w, devic
     real = (row_real.view(-1, 1, 1, 1, ty) & col_real.view(1, 1, tiles_per_row, tx, 1))
     queries_per_row = batch * tiles_per_row * n_queries
     first_query = torch.empty(len(rows.tile_type), dtype=torch.long)   # per tile row
+    n_rows = batch * n_positions
+
+    def with_heads(index):       # rows of one head -> rows of all heads
+        return (torch.arange(heads)[:, None] * n_rows + index).flatten().to(device)
+
     chunks, n_query_rows = [], 0
     for kind in range(len(rows.rel_types)):
         for tile_rows in (rows.tile_type == kind).nonzero().flatten().split(rows_per_chunk):
@@ -267,15 +274,16 @@ def grid_plan(batch, height, width, kernel_size, dilation, tile_h, tile_w, devic
             padding = (~real[tile_rows]).expand(-1, batch, -1, -1, -1).flatten()
             padding = padding.nonzero().flatten()
             chunks.append(RowChunk(
-                kind, query_index.to(device), strip_index.to(device),
-                *(t.to(device) for t in _key_csr(strip_index, batch * n_positions)),
+                kind, with_heads(query_index), with_heads(strip_index),
+                *(t.to(device) for t in _key_csr(strip_index, n_rows)),
                 padding.to(device) if len(padding) else None))
     row_slot, col_slot = rows.output_index[:, None], cols.output_index[None, :]
     within_row = (col_slot // tx) * n_queries + (col_slot % tx) * ty + row_slot % ty
     output_index = (first_query[row_slot // ty] + within_row).flatten()
     output_index = (output_index + torch.arange(batch)[:, None] * tiles_per_row * n_queries)
-    return GridPlan(tuple(chunks), output_index.flatten().to(device), rel_index.to(device),
-                    tx, hx, hy, n_queries)
+    output_index = torch.arange(heads)[:, None] * n_query_rows + output_index.flatten()
+    return GridPlan(kernel_size, tuple(chunks), output_index.flatten().to(device),
+                    rel_index.to(device), tx, hx, hy, n_queries)
 
 
 def _heads_first(x):
@@ -283,10 +291,10 @@ def _heads_first(x):
     return x.transpose(0, 1).reshape(x.shape[1], -1, x.shape[-1]).contiguous()
 
 
-def _row_biases(plan: GridPlan, rpb, heads, kernel_size, dtype, device):
+def _row_biases(plan: GridPlan, rpb, heads, dtype, device):
     """Per row type, the bias of a row of tiles (heads, tiles per row, Tq, Tk):
     rpb (zero without one) inside each query's window, -inf outside."""
-    side = 2 * kernel_size - 1
+    side = 2 * plan.kernel_size - 1
     table = torch.zeros(heads, side * side + 1, dtype=dtype, device=device)
     if rpb is not None:
         table[:, :-1] = rpb.reshape(heads, -1)
@@ -296,30 +304,26 @@ def _row_biases(plan: GridPlan, rpb, heads, kernel_size, dtype, device):
 
 
 def _gather(x, index, out=None):
-    """(heads, rows, D) -> (heads, len(index), D), into ``out`` if given."""
-    heads, _, head_dim = x.shape
-    if out is None:
-        out = x.new_empty(heads, len(index), head_dim)
-    if heads > 4:
-        return torch.index_select(x, 1, index, out=out)
-    for head in range(heads):     # 2-3x faster than one index_select along dim 1
-        torch.index_select(x[head], 0, index, out=out[head])
-    return out
+    """Rows ``index`` of x (heads, rows, D) seen as (heads * rows, D) ->
+    (len(index), D), into ``out`` if given."""
+    head_dim = x.shape[-1]
+    return torch.index_select(x.view(-1, head_dim), 0, index,
+                              out=None if out is None else out.view(-1, head_dim))
 
 
 def _strip_halos(x, chunk: RowChunk, plan: GridPlan):
     """The chunk's halos of every tile and head, (heads * tiles, Tk, D): an
     overlapping strided view of one strip of key columns gathered from ``x``
     (heads, B * H * W, D)."""
-    heads, _, head_dim = x.shape
+    head_dim = x.shape[-1]
     column = plan.halo_h * head_dim                      # floats per strip column
     margin = (plan.halo_w - plan.tile_w) // 2 * plan.halo_h
-    rows = len(chunk.strip_index)
-    strip = x.new_empty(heads * rows + 2 * margin, head_dim)
+    rows = len(chunk.strip_index)                       # of all heads
+    strip = x.new_empty(rows + 2 * margin, head_dim)
     strip[:margin].zero_()                               # finite, masked out
-    strip[margin + heads * rows:].zero_()
-    _gather(x, chunk.strip_index, strip[margin:margin + heads * rows].view(heads, rows, head_dim))
-    n_tiles = heads * rows // (plan.tile_w * plan.halo_h)
+    strip[margin + rows:].zero_()
+    _gather(x, chunk.strip_index, strip[margin:margin + rows])
+    n_tiles = rows // (plan.tile_w * plan.halo_h)
     return strip.as_strided((n_tiles, plan.halo_w * plan.halo_h, head_dim),
                             (plan.tile_w * column, head_dim, 1))
 
@@ -406,7 +410,8 @@ def _add_strip_grads(total, grad, chunk: RowChunk):
         for head in range(len(total)):
             total[head].addmm_(scatter, grad[head])
     else:
-        total.index_add_(1, chunk.strip_index, grad)
+        head_dim = grad.shape[-1]
+        total.view(-1, head_dim).index_add_(0, chunk.strip_index, grad.reshape(-1, head_dim))
 
 
 class _HaloAttention(torch.autograd.Function):
@@ -417,7 +422,7 @@ class _HaloAttention(torch.autograd.Function):
         plan = grid_plan(*plan_key)
         batch, heads, height, width, head_dim = query.shape
         q, k, v = _heads_first(query), _heads_first(key), _heads_first(value)
-        biases = _row_biases(plan, rpb, heads, plan_key[3], query.dtype, query.device)
+        biases = _row_biases(plan, rpb, heads, query.dtype, query.device)
         seed = None
         if dropout_p > 0:
             seed = int(torch.randint(2 ** 62, (), device='cpu'))
@@ -443,7 +448,7 @@ class _HaloAttention(torch.autograd.Function):
         batch, heads, height, width, head_dim = query.shape
         q, k, v = _heads_first(query), _heads_first(key), _heads_first(value)
         grad = _heads_first(grad_out.to(query.dtype))
-        biases = _row_biases(plan, rpb, heads, ctx.plan_key[3], query.dtype, query.device)
+        biases = _row_biases(plan, rpb, heads, query.dtype, query.device)
         if ctx.seed is not None:
             generator = torch.Generator(query.device).manual_seed(ctx.seed)
         grad_key, grad_value = torch.zeros_like(k), torch.zeros_like(v)
@@ -452,18 +457,17 @@ class _HaloAttention(torch.autograd.Function):
             bias_grads = torch.zeros((heads, *plan.rel_index.shape), dtype=torch.float32,
                                      device=query.device)
         n_queries = plan.n_queries
-        max_tiles = heads * max(len(chunk.query_index) for chunk in plan.chunks) // n_queries
+        max_tiles = max(len(chunk.query_index) for chunk in plan.chunks) // n_queries
         value_sums = _BlockSums(plan, max_tiles, head_dim, q)     # weights^T @ grad
         key_sums = _BlockSums(plan, max_tiles, head_dim, q)       # grad_logits^T @ query
         query_grads = []
         for chunk in plan.chunks:
-            n_tiles = heads * len(chunk.query_index) // n_queries
-            qc = _gather(q, chunk.query_index, key_sums.right(n_tiles).view(heads, -1, head_dim))
+            n_tiles = len(chunk.query_index) // n_queries
+            qc = _gather(q, chunk.query_index, key_sums.right(n_tiles))
             qc = qc.mul_(scale).view(n_tiles, n_queries, head_dim)
-            grad_c = _gather(grad, chunk.query_index,
-                             value_sums.right(n_tiles).view(heads, -1, head_dim))
+            grad_c = _gather(grad, chunk.query_index, value_sums.right(n_tiles))
             if chunk.padding_rows is not None:
-                grad_c.index_fill_(1, chunk.padding_rows, 0)
+                grad_c.view(heads, -1, head_dim).index_fill_(1, chunk.padding_rows, 0)
             grad_c = grad_c.view(n_tiles, n_queries, head_dim)
             key_halos, value_halos = _strip_halos(k, chunk, plan), _strip_halos(v, chunk, plan)
             bias = biases[chunk.row_type]
@@ -512,7 +516,7 @@ def na2d_halo(query, key, value, kernel_size, dilation, rpb, scale, dropout_p=0.
     row_floats = batch * heads * n_tile_cols * (tile_h + kernel_size - 1) * (
         tile_w + kernel_size - 1) * head_dim
     rows_per_chunk = max(1, CHUNK_FLOATS // row_floats)
-    plan_key = (batch, height, width, kernel_size, dilation, tile_h, tile_w, query.device,
-                rows_per_chunk)
+    plan_key = (batch, heads, height, width, kernel_size, dilation, tile_h, tile_w,
+                query.device, rows_per_chunk)
     dropout_p = dropout_p if torch.is_grad_enabled() else 0.0
     return _HaloAttention.apply(query, key, value, rpb, plan_key, scale, dropout_p)
