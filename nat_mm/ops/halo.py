@@ -189,9 +189,9 @@ class RowChunk(NamedTuple):
         query row).
     strip_index: (heads * rows_k,) rows of the strip's keys, ordered (head,
         tile row, image, strip column, halo row).
-    strip_crow, strip_col: CSR rows/columns of one head's (B * H * W, rows_k)
-        0/1 matrix with a 1 where strip row j holds a position: it sums strip
-        gradients back onto the positions.
+    strip_crow, strip_col: CSR rows/columns of the (heads * B * H * W,
+        heads * rows_k) 0/1 matrix with a 1 at (strip_index[j], j): it sums
+        strip gradients back onto the positions.
     padding_rows: rows (of one head's rows_q) that only pad a tile, or None;
         they get no gradient.
     """
@@ -262,7 +262,7 @@ def grid_plan(batch, heads, height, width, kernel_size, dilation, tile_h, tile_w
     n_rows = batch * n_positions
 
     def with_heads(index):       # rows of one head -> rows of all heads
-        return (torch.arange(heads)[:, None] * n_rows + index).flatten().to(device)
+        return (torch.arange(heads)[:, None] * n_rows + index).flatten()
 
     chunks, n_query_rows = [], 0
     for kind in range(len(rows.rel_types)):
@@ -273,9 +273,10 @@ def grid_plan(batch, heads, height, width, kernel_size, dilation, tile_h, tile_w
             strip_index = (image_offset[..., 0] + key_rows[tile_rows] + key_cols).flatten()
             padding = (~real[tile_rows]).expand(-1, batch, -1, -1, -1).flatten()
             padding = padding.nonzero().flatten()
+            strip_index = with_heads(strip_index)
             chunks.append(RowChunk(
-                kind, with_heads(query_index), with_heads(strip_index),
-                *(t.to(device) for t in _key_csr(strip_index, n_rows)),
+                kind, with_heads(query_index).to(device), strip_index.to(device),
+                *(t.to(device) for t in _key_csr(strip_index, heads * n_rows)),
                 padding.to(device) if len(padding) else None))
     row_slot, col_slot = rows.output_index[:, None], cols.output_index[None, :]
     within_row = (col_slot // tx) * n_queries + (col_slot % tx) * ty + row_slot % ty
@@ -384,8 +385,8 @@ class _BlockSums:
         self.lhs[(pad + n_tiles) * stride:(2 * pad + n_tiles) * stride].zero_()
         self.lhs.as_strided(lhs.shape, (stride, self.row, 1), pad * stride).copy_(lhs)
 
-    def strip_grads(self, n_tiles, heads):
-        """The sums on the chunk's strip, (heads, rows_k, D)."""
+    def strip_grads(self, n_tiles):
+        """The sums on the chunk's strip, (heads * rows_k, D)."""
         n_blocks = n_tiles + self.blocks - 1
         head_dim = self.rhs.shape[1]
         lhs = self.lhs.as_strided((n_blocks, self.block, self.blocks * self.n_queries),
@@ -395,23 +396,23 @@ class _BlockSums:
                                   (self.n_queries * head_dim, head_dim, 1))
         sums = torch.bmm(lhs, rhs).view(-1, head_dim)
         rows = n_tiles * self.block
-        return sums[self.first_rows:self.first_rows + rows].view(heads, -1, head_dim)
+        return sums[self.first_rows:self.first_rows + rows]
 
 
 def _add_strip_grads(total, grad, chunk: RowChunk):
-    """``total[:, strip_index[j]] += grad[:, j]`` (heads, rows, D)."""
+    """``total[strip_index[j]] += grad[j]``, total (heads, rows, D) seen as
+    (heads * rows, D) and grad (heads * rows_k, D)."""
+    total = total.view(-1, grad.shape[-1])
     if grad.device.type == 'cpu' and grad.dtype in (torch.float32, torch.float64):
         # A sparse matmul is several times faster than index_add_'s scatter on CPU.
         with warnings.catch_warnings():   # "sparse CSR support is in beta"
             warnings.simplefilter('ignore', UserWarning)
             scatter = torch.sparse_csr_tensor(
                 chunk.strip_crow, chunk.strip_col, grad.new_ones(len(chunk.strip_col)),
-                size=(total.shape[1], grad.shape[1]))
-        for head in range(len(total)):
-            total[head].addmm_(scatter, grad[head])
+                size=(len(total), len(grad)))
+        total.addmm_(scatter, grad)
     else:
-        head_dim = grad.shape[-1]
-        total.view(-1, head_dim).index_add_(0, chunk.strip_index, grad.reshape(-1, head_dim))
+        total.index_add_(0, chunk.strip_index, grad)
 
 
 class _HaloAttention(torch.autograd.Function):
@@ -484,8 +485,8 @@ class _HaloAttention(torch.autograd.Function):
             grad_qc = torch.bmm(grad_logits, key_halos).mul_(scale)
             query_grads.append(grad_qc.view(heads, -1, head_dim))
             key_sums.set_left(grad_logits)
-            _add_strip_grads(grad_key, key_sums.strip_grads(n_tiles, heads), chunk)
-            _add_strip_grads(grad_value, value_sums.strip_grads(n_tiles, heads), chunk)
+            _add_strip_grads(grad_key, key_sums.strip_grads(n_tiles), chunk)
+            _add_strip_grads(grad_value, value_sums.strip_grads(n_tiles), chunk)
             if bias_grads is not None:
                 bias_grads[:, chunk.row_type] += grad_logits.view(
                     heads, -1, *bias.shape[1:]).sum(1, dtype=torch.float32)
