@@ -26,9 +26,10 @@ over its rows and images.
 The whole operator is one autograd function that saves only its inputs: the
 backward re-gathers each chunk's strips and recomputes its attention weights
 (as flash attention does), with batched matmuls, because it also needs the
-logits' gradient, which is the relative position bias's gradient. Halo
-gradients are summed over overlapping columns of the strip (a few strided
-adds), then onto positions by a sparse matmul.
+logits' gradient, which is the relative position bias's gradient. Key and
+value gradients are summed per block of strip columns by one batched matmul
+over the tiles whose halos cover it (:class:`_BlockSums`), then onto
+positions by a sparse matmul.
 """
 import functools
 import warnings
@@ -213,7 +214,7 @@ class GridPlan(NamedTuple):
         (2K-1) x (2K-1) rpb table extended by one entry, ``(2K-1)**2``, that
         means "outside the window". Queries are ordered (column, row) in a
         tile, keys likewise in a halo.
-    tile_w, halo_w, halo_h: Tx, Hx and Hy; n_queries: Tq = Ty * Tx.
+    kernel_size: K; tile_w, halo_w, halo_h: Tx, Hx and Hy; n_queries: Tq = Ty * Tx.
     """
     kernel_size: int
     chunks: tuple
@@ -380,8 +381,7 @@ class _BlockSums:
 
     def set_left(self, lhs):
         """Stores A (n_tiles, Tq, Tk)."""
-        n_tiles, n_queries, n_keys = lhs.shape
-        pad, stride = self.blocks - 1, self.tile_stride
+        n_tiles, pad, stride = len(lhs), self.blocks - 1, self.tile_stride
         self.lhs[(pad + n_tiles) * stride:(2 * pad + n_tiles) * stride].zero_()
         self.lhs.as_strided(lhs.shape, (stride, self.row, 1), pad * stride).copy_(lhs)
 
