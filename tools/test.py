@@ -16,7 +16,7 @@ import os.path as osp
 from mmengine.config import DictAction
 
 from nat_mm.engine import (adapt_config_to_device, build_runner, check_dataset_paths,
-                           init_distributed, load_config)
+                           init_distributed, load_config, shutdown_distributed)
 
 
 def parse_args(argv=None):
@@ -85,7 +85,9 @@ def main(argv=None):
     check_dataset_paths(cfg, mode='test')
     init_distributed(args.launcher)
     runner = build_runner(cfg)
-    return runner.test()
+    metrics = runner.test()
+    shutdown_distributed()
+    return metrics
 
 
 if __name__ == '__main__':

@@ -19,7 +19,7 @@ from mmengine.config import DictAction
 from mmengine.logging import print_log
 
 from nat_mm.engine import (adapt_config_to_device, build_runner, check_dataset_paths,
-                           init_distributed, load_config)
+                           init_distributed, load_config, shutdown_distributed)
 
 
 def parse_args(argv=None):
@@ -90,6 +90,7 @@ def main(argv=None):
     init_distributed(args.launcher)
     runner = build_runner(cfg)
     runner.train()
+    shutdown_distributed()
     return runner
 
 

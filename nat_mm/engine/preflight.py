@@ -189,3 +189,14 @@ def init_distributed(launcher, backend='gloo'):
     elif launcher != 'pytorch':
         raise ValueError(f'launcher {launcher!r} is not supported on CPU; use pytorch or slurm')
     dist.init_process_group(backend=backend)
+
+
+def shutdown_distributed():
+    """Destroys the default process group, if any, once a run has finished.
+
+    A process that exits with a live gloo group can abort in the group's
+    destructor ("terminate called without an active exception", SIGABRT),
+    which torchrun then reports as a failed run.
+    """
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

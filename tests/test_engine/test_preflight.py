@@ -6,7 +6,8 @@ import torch
 import torch.distributed as dist
 from mmengine.config import Config
 
-from nat_mm.engine import adapt_config_to_device, check_dataset_paths, init_distributed
+from nat_mm.engine import (adapt_config_to_device, check_dataset_paths, init_distributed,
+                           shutdown_distributed)
 
 needs_cpu_only = pytest.mark.skipif(torch.cuda.is_available(),
                                     reason='the CPU fallbacks are no-ops with CUDA')
@@ -140,6 +141,9 @@ def test_init_distributed_on_cpu(monkeypatch, launcher, environment):
         init_distributed(launcher)
         assert dist.is_initialized()
         assert dist.get_backend() == 'gloo' and dist.get_world_size() == 1
+        shutdown_distributed()      # what tools/train.py and test.py do after a run
+        assert not dist.is_initialized()
+        shutdown_distributed()      # and again: nothing left to destroy, no error
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
