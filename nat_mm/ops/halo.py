@@ -148,9 +148,9 @@ class StripAxisPlan(NamedTuple):
 
 @functools.lru_cache(maxsize=256)
 def strip_axis_plan(length, kernel_size, dilation, tile):
-    """Builds the :class:`StripAxisPlan` (on CPU, cached)."""
+    """Builds the :class:`StripAxisPlan` (on CPU, cached). ``tile`` must
+    exceed ``kernel_size // 2`` (see :func:`na2d_halo`)."""
     half = kernel_size // 2
-    tile = max(tile, half + 1)     # the right border's shifted windows must fit
     halo = tile + kernel_size - 1
     group_lengths = _group_lengths(length, dilation)
     n_tiles = -(-max(group_lengths) // tile)
@@ -168,11 +168,9 @@ def strip_axis_plan(length, kernel_size, dilation, tile):
         padded_keys = torch.cat([torch.full((half,), -1), keys, torch.full((half,), -1)])
         for first in range(0, width, tile):
             halo_keys = padded_keys[first:first + halo]        # -1: another segment's column
-            first_copy = torch.ones(halo, dtype=torch.bool)
-            for j in range(1, halo):
-                first_copy[j] = not (halo_keys[:j] == halo_keys[j]).any()
+            repeats_earlier = (halo_keys[:, None] == halo_keys[None, :]).tril(-1).any(1)
             rel.append(_relative_index(queries[first:first + tile], halo_keys, group_len,
-                                       kernel_size, first_copy & (halo_keys >= 0),
+                                       kernel_size, ~repeats_earlier & (halo_keys >= 0),
                                        x[first:first + tile] < group_len))
         output_index[group + dilation * x[:group_len]] = group * width + x[:group_len]
         query_columns.append(group + dilation * queries)
@@ -512,7 +510,7 @@ def na2d_halo(query, key, value, kernel_size, dilation, rpb, scale, dropout_p=0.
     """
     batch, heads, height, width, head_dim = query.shape
     tile_h, tile_w = (tile, tile) if isinstance(tile, int) else tile
-    tile_w = max(tile_w, kernel_size // 2 + 1)
+    tile_w = max(tile_w, kernel_size // 2 + 1)   # the right border's shifted windows must fit
     n_tile_cols = -(-width // (dilation * tile_w)) * dilation
     row_floats = batch * heads * n_tile_cols * (tile_h + kernel_size - 1) * (
         tile_w + kernel_size - 1) * head_dim
