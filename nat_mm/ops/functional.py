@@ -1,6 +1,7 @@
 """Neighbourhood attention, functional form (pure PyTorch)."""
 import torch
 
+from .csr import na2d_csr
 from .halo import na2d_halo
 
 
@@ -56,11 +57,13 @@ def na2d(query, key, value, kernel_size, dilation=1, rpb=None, scale=None, dropo
     Returns:
         (B, heads, H, W, head_dim).
 
-    Computed by halo tiles through fused SDPA (:mod:`nat_mm.ops.halo`);
-    :func:`nat_mm.ops.na2d_reference` is the slow gather implementation it
-    is tested against.
+    On CPU it is computed by sparse CSR products (:mod:`nat_mm.ops.csr`), on
+    other devices by dense batched matmuls over halo tiles
+    (:mod:`nat_mm.ops.halo`); both are tested against the slow gather
+    implementation :func:`nat_mm.ops.na2d_reference`.
     """
     _check_na2d_args(query, key, value, kernel_size, dilation, rpb)
     if scale is None:
         scale = query.shape[-1] ** -0.5
-    return na2d_halo(query, key, value, kernel_size, dilation, rpb, scale, dropout_p)
+    fast_path = na2d_csr if query.device.type == 'cpu' else na2d_halo
+    return fast_path(query, key, value, kernel_size, dilation, rpb, scale, dropout_p)

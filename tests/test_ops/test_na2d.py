@@ -1,4 +1,5 @@
-"""The fast neighbourhood attention path against independent references."""
+"""Both fast neighbourhood attention paths (CSR: CPU; halo: other devices,
+run here on CPU) and the public API against independent references."""
 import itertools
 
 import pytest
@@ -7,10 +8,23 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from nat_mm import NeighborhoodAttention2D, na2d, na2d_reference
-from nat_mm.ops import halo
+from nat_mm.ops import csr, functional, halo
 
 SHAPES = [(7, 7), (8, 15), (13, 9), (33, 47), (64, 64)]
 KERNELS = [3, 5, 7, 9, 13]
+
+
+def _via(fast_path):
+    """``na2d``'s signature, computed by ``fast_path`` whatever the device."""
+    def run(query, key, value, kernel_size, dilation=1, rpb=None, scale=None, dropout_p=0.0):
+        scale = query.shape[-1] ** -0.5 if scale is None else scale
+        return fast_path(query, key, value, kernel_size, dilation, rpb, scale, dropout_p)
+    return run
+
+
+@pytest.fixture(params=['csr', 'halo'])
+def fast_na2d(request):
+    return _via({'csr': csr.na2d_csr, 'halo': halo.na2d_halo}[request.param])
 
 
 def _valid_cases():
@@ -46,14 +60,14 @@ def _outputs_and_grads(fn, qkv, kernel, dilation, rpb, grad_out, dtype=torch.flo
     return (out, *torch.autograd.grad(out, inputs, grad_out.to(dtype)))
 
 
-def assert_matches_reference(qkv, kernel, dilation, rpb, grad_out):
-    """The fast path in float32 against the gather reference in float64.
+def assert_matches_reference(fast_na2d, qkv, kernel, dilation, rpb, grad_out):
+    """``fast_na2d`` in float32 against the gather reference in float64.
 
     Outputs and q/k/v gradients: atol 1e-5, rtol 1e-4. The rpb gradient sums
     dlogits over all B * H * W queries, so its float32 round-off grows with
     the map (about 1e-5 at 64x64 where terms cancel); it gets atol 1e-4.
     """
-    fast = _outputs_and_grads(na2d, qkv, kernel, dilation, rpb, grad_out)
+    fast = _outputs_and_grads(fast_na2d, qkv, kernel, dilation, rpb, grad_out)
     slow = _outputs_and_grads(na2d_reference, qkv, kernel, dilation, rpb, grad_out,
                               dtype=torch.float64)
     for i, (got, expected) in enumerate(zip(fast, slow)):
@@ -63,16 +77,16 @@ def assert_matches_reference(qkv, kernel, dilation, rpb, grad_out):
 
 @pytest.mark.parametrize('with_rpb', [True, False], ids=['rpb', 'no_rpb'])
 @pytest.mark.parametrize('height,width,kernel,dilation', list(_valid_cases()))
-def test_fast_path_matches_reference(height, width, kernel, dilation, with_rpb):
+def test_fast_path_matches_reference(fast_na2d, height, width, kernel, dilation, with_rpb):
     qkv, q, _, _ = _qkv(2, 2, height, width, 8)
     assert not q.is_contiguous()
     rpb = _rpb(2, kernel) if with_rpb else None
-    assert_matches_reference(qkv, kernel, dilation, rpb, torch.randn(2, 2, height, width, 8))
+    assert_matches_reference(fast_na2d, qkv, kernel, dilation, rpb, torch.randn(2, 2, height, width, 8))
 
 
 @pytest.mark.parametrize('with_rpb', [True, False], ids=['rpb', 'no_rpb'])
 @pytest.mark.parametrize('height,width,kernel,dilation', [(33, 47, 7, 1), (30, 26, 5, 3)])
-def test_chunked_attention_matches_reference(monkeypatch, height, width, kernel, dilation,
+def test_halo_chunked_attention_matches_reference(monkeypatch, height, width, kernel, dilation,
                                               with_rpb):
     """Force one chunk per row of tiles (9 here), so that rows of the same
     border type are split over several chunks, through the forward and the
@@ -89,43 +103,71 @@ def test_chunked_attention_matches_reference(monkeypatch, height, width, kernel,
     monkeypatch.setattr(halo, 'grid_plan', spy)
     qkv, _, _, _ = _qkv(2, 2, height, width, 8)
     rpb = _rpb(2, kernel) if with_rpb else None
-    assert_matches_reference(qkv, kernel, dilation, rpb, torch.randn(2, 2, height, width, 8))
+    assert_matches_reference(_via(halo.na2d_halo), qkv, kernel, dilation, rpb, torch.randn(2, 2, height, width, 8))
     assert min(len(chunks) for chunks in used_chunks) == 9
     for chunks in used_chunks:
         row_types = [chunk.row_type for chunk in chunks]
         assert 1 < len(set(row_types)) < len(row_types)
 
 
+def test_na2d_on_cpu_runs_the_csr_path(monkeypatch):
+    calls = []
+
+    def spy(*args):
+        calls.append(args[0].shape)
+        return csr.na2d_csr(*args)
+
+    monkeypatch.setattr(functional, 'na2d_csr', spy)
+    _, q, k, v = _qkv(1, 2, 9, 9, 8)
+    na2d(q, k, v, 3)
+    assert calls == [q.shape]
+
+
+@pytest.mark.parametrize('kernel,dilation', [(3, 1), (5, 2)])
+def test_csr_transposed_pattern_is_the_transpose(kernel, dilation):
+    plan = csr.csr_plan(2, 3, 11, 13, kernel, dilation)
+    n = 2 * 3 * 11 * 13
+    values = torch.arange(1., len(plan.col) + 1, dtype=torch.float64)
+
+    def dense(crow, col, vals):
+        return torch.sparse_csr_tensor(crow.long(), col.long(), vals, size=(n, n)).to_dense()
+
+    pattern = dense(plan.crow, plan.col, values)
+    assert ((pattern > 0).sum(1) == kernel * kernel).all()
+    torch.testing.assert_close(dense(plan.t_crow, plan.t_col, values[plan.t_perm]), pattern.T,
+                               rtol=0, atol=0)
+
+
 @pytest.mark.parametrize('kernel,dilation,height,width', [(3, 1, 5, 6), (3, 2, 7, 9)])
-def test_gradcheck_float64(kernel, dilation, height, width):
+def test_gradcheck_float64(fast_na2d, kernel, dilation, height, width):
     gen = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(1, 2, height, width, 4, generator=gen, dtype=torch.float64,
                            requires_grad=True) for _ in range(3))
     rpb = torch.randn(2, 2 * kernel - 1, 2 * kernel - 1, generator=gen, dtype=torch.float64,
                       requires_grad=True)
     assert torch.autograd.gradcheck(
-        lambda *args: na2d(*args[:3], kernel, dilation, rpb=args[3]), (q, k, v, rpb),
+        lambda *args: fast_na2d(*args[:3], kernel, dilation, rpb=args[3]), (q, k, v, rpb),
         fast_mode=True)
 
 
-def test_attention_dropout_drops_and_rescales_the_reference_weights():
+def test_attention_dropout_drops_and_rescales_the_reference_weights(fast_na2d):
     """With v = identity over positions the output row of a query is its
     attention weights: each is dropped (0) or kept and scaled by 1 / (1 - p)."""
     gen = torch.Generator().manual_seed(0)
     q, k = (torch.randn(2, 2, 5, 5, 25, generator=gen) for _ in range(2))
     v = torch.eye(25).view(1, 1, 5, 5, 25).expand(2, 2, -1, -1, -1)
     weights = na2d_reference(q, k, v, 3)
-    dropped = na2d(q, k, v, 3, dropout_p=0.5)
+    dropped = fast_na2d(q, k, v, 3, dropout_p=0.5)
     in_window = weights > 0
     kept = dropped[in_window] != 0
     assert (dropped[~in_window] == 0).all()
     torch.testing.assert_close(dropped[in_window][kept], 2 * weights[in_window][kept])
     assert 0.3 < kept.float().mean() < 0.7
     with torch.no_grad():    # dropout is a training-time regulariser
-        torch.testing.assert_close(na2d(q, k, v, 3, dropout_p=0.5), weights)
+        torch.testing.assert_close(fast_na2d(q, k, v, 3, dropout_p=0.5), weights)
 
 
-def test_attention_dropout_backward_uses_the_forward_mask():
+def test_attention_dropout_backward_uses_the_forward_mask(fast_na2d):
     """Under a fixed seed the dropped attention is a fixed function: gradcheck."""
     gen = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(1, 2, 6, 7, 4, generator=gen, dtype=torch.float64,
@@ -134,13 +176,13 @@ def test_attention_dropout_backward_uses_the_forward_mask():
 
     def dropped(*args):
         torch.manual_seed(0)
-        return na2d(*args[:3], 3, 1, rpb=args[3], dropout_p=0.3)
+        return fast_na2d(*args[:3], 3, 1, rpb=args[3], dropout_p=0.3)
 
     assert torch.autograd.gradcheck(dropped, (q, k, v, rpb), fast_mode=True)
 
 
 @pytest.mark.parametrize('kernel', [3, 5, 7])
-def test_window_covering_the_map_is_full_attention_with_relative_bias(kernel):
+def test_window_covering_the_map_is_full_attention_with_relative_bias(fast_na2d, kernel):
     """d = 1 and K = H = W: every query sees the whole map."""
     _, q, k, v = _qkv(2, 3, kernel, kernel, 8)
     rpb = _rpb(3, kernel)
@@ -152,28 +194,28 @@ def test_window_covering_the_map_is_full_attention_with_relative_bias(kernel):
     dx = (kernel - 1) + xs[None, :] - xs[:, None]
     logits = (q.flatten(2, 3) * scale) @ k.flatten(2, 3).transpose(-1, -2) + rpb[:, dy, dx]
     expected = (logits.softmax(-1) @ v.flatten(2, 3)).view_as(q)
-    torch.testing.assert_close(na2d(q, k, v, kernel, rpb=rpb), expected, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(fast_na2d(q, k, v, kernel, rpb=rpb), expected, atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize('kernel,dilation', [(3, 2), (3, 3), (5, 2)])
-def test_dilation_is_na_on_each_subgrid(kernel, dilation):
+def test_dilation_is_na_on_each_subgrid(fast_na2d, kernel, dilation):
     side = kernel * dilation
     _, q, k, v = _qkv(1, 2, side, side + dilation, 8)
     rpb = _rpb(2, kernel)
-    out = na2d(q, k, v, kernel, dilation, rpb)
+    out = fast_na2d(q, k, v, kernel, dilation, rpb)
     for gy, gx in itertools.product(range(dilation), repeat=2):
         sub = [t[:, :, gy::dilation, gx::dilation] for t in (q, k, v)]
         torch.testing.assert_close(out[:, :, gy::dilation, gx::dilation],
-                                   na2d(*sub, kernel, 1, rpb), atol=1e-5, rtol=1e-4)
+                                   fast_na2d(*sub, kernel, 1, rpb), atol=1e-5, rtol=1e-4)
 
 
-def test_borders_use_shifted_windows():
+def test_borders_use_shifted_windows(fast_na2d):
     """A corner query sees the K x K block in the corner, not a zero-padded window."""
     kernel = 3
     q = torch.zeros(1, 1, 6, 6, 4)
     k = torch.zeros(1, 1, 6, 6, 4)
     v = torch.arange(36.).view(1, 1, 6, 6, 1).expand(1, 1, 6, 6, 4).contiguous()
-    out = na2d(q, k, v, kernel)      # uniform weights: output = mean of the window
+    out = fast_na2d(q, k, v, kernel)      # uniform weights: output = mean of the window
     assert out[0, 0, 0, 0, 0].item() == pytest.approx(v[0, 0, :3, :3, 0].mean().item())
     assert out[0, 0, 5, 2, 0].item() == pytest.approx(v[0, 0, 3:6, 1:4, 0].mean().item())
     assert out[0, 0, 2, 2, 0].item() == pytest.approx(v[0, 0, 1:4, 1:4, 0].mean().item())
@@ -192,12 +234,12 @@ class _LargestTensor(TorchDispatchMode):
         return out
 
 
-def test_fast_path_does_not_materialise_kernel_squared_copies():
-    """The legacy design holds K*K = 49 copies of K; the halo path stays far below."""
+def test_fast_path_does_not_materialise_kernel_squared_copies(fast_na2d):
+    """The legacy design holds K*K = 49 copies of K; the fast paths stay far below."""
     _, q, k, v = _qkv(1, 2, 64, 64, 32)
     rpb = _rpb(2, 7)
     with _LargestTensor() as fast:
-        na2d(q, k, v, 7, 1, rpb).sum().backward()
+        fast_na2d(q, k, v, 7, 1, rpb).sum().backward()
     with _LargestTensor() as slow:
         na2d_reference(q, k, v, 7, 1, rpb).sum().backward()
     assert slow.largest >= 49 * k.numel()
@@ -233,21 +275,21 @@ def test_module_matches_reference_composition_with_gradients():
         torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
 
 
-def test_frozen_rpb_and_no_grad_paths_match_reference():
+def test_frozen_rpb_and_no_grad_paths_match_reference(fast_na2d):
     _, q, k, v = _qkv(2, 2, 12, 10, 8)
     rpb = _rpb(2, 5).detach()
     expected = na2d_reference(q, k, v, 5, 1, rpb)
-    torch.testing.assert_close(na2d(q, k, v, 5, 1, rpb), expected, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(fast_na2d(q, k, v, 5, 1, rpb), expected, atol=1e-5, rtol=1e-4)
     with torch.no_grad():
-        torch.testing.assert_close(na2d(q, k, v, 5, 1, rpb), expected, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(fast_na2d(q, k, v, 5, 1, rpb), expected, atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize('with_rpb_grad', [True, False])
-def test_bfloat16_matches_float32_reference(with_rpb_grad):
+def test_bfloat16_matches_float32_reference(fast_na2d, with_rpb_grad):
     _, q, k, v = _qkv(1, 2, 20, 24, 16)
     rpb = _rpb(2, 7).requires_grad_(with_rpb_grad)
     expected = na2d_reference(q, k, v, 7, 1, rpb)
-    got = na2d(q.bfloat16(), k.bfloat16(), v.bfloat16(), 7, 1, rpb)
+    got = fast_na2d(q.bfloat16(), k.bfloat16(), v.bfloat16(), 7, 1, rpb)
     assert got.dtype == torch.bfloat16
     torch.testing.assert_close(got.float(), expected, atol=3e-2, rtol=3e-2)
 
