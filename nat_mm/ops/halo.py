@@ -29,14 +29,15 @@ backward re-gathers each chunk's strips and recomputes its attention weights
 logits' gradient, which is the relative position bias's gradient. Key and
 value gradients are summed per block of strip columns by one batched matmul
 over the tiles whose halos cover it (:class:`_BlockSums`), then onto
-positions by a sparse matmul.
+positions by ``index_add_``.
+
+:func:`nat_mm.na2d` uses this path on CUDA (and any device but the CPU,
+where :mod:`nat_mm.ops.csr` is faster); the tests run it on CPU too.
 """
 import functools
-import warnings
 from typing import NamedTuple, Optional
 
 import torch
-import torch.nn.functional as F
 
 #: Halo floats (keys of all heads and images, as if every halo were copied)
 #: per chunk of tile rows. Small enough that a chunk's buffers are recycled by
@@ -188,17 +189,12 @@ class RowChunk(NamedTuple):
         query row).
     strip_index: (heads * rows_k,) rows of the strip's keys, ordered (head,
         tile row, image, strip column, halo row).
-    strip_crow, strip_col: CSR rows/columns of the (heads * B * H * W,
-        heads * rows_k) 0/1 matrix with a 1 at (strip_index[j], j): it sums
-        strip gradients back onto the positions.
     padding_rows: rows (of one head's rows_q) that only pad a tile, or None;
         they get no gradient.
     """
     row_type: int
     query_index: torch.Tensor
     strip_index: torch.Tensor
-    strip_crow: torch.Tensor
-    strip_col: torch.Tensor
     padding_rows: Optional[torch.Tensor]
 
 
@@ -222,12 +218,6 @@ class GridPlan(NamedTuple):
     halo_w: int
     halo_h: int
     n_queries: int
-
-
-def _key_csr(key_index, n_positions):
-    order = torch.argsort(key_index, stable=True)
-    crow = F.pad(torch.cumsum(torch.bincount(key_index, minlength=n_positions), 0), (1, 0))
-    return crow.int(), order.int()     # int32: what the sparse kernels use
 
 
 @functools.lru_cache(maxsize=64)
@@ -272,10 +262,8 @@ def grid_plan(batch, heads, height, width, kernel_size, dilation, tile_h, tile_w
             strip_index = (image_offset[..., 0] + key_rows[tile_rows] + key_cols).flatten()
             padding = (~real[tile_rows]).expand(-1, batch, -1, -1, -1).flatten()
             padding = padding.nonzero().flatten()
-            strip_index = with_heads(strip_index)
             chunks.append(RowChunk(
-                kind, with_heads(query_index).to(device), strip_index.to(device),
-                *(t.to(device) for t in _key_csr(strip_index, heads * n_rows)),
+                kind, with_heads(query_index).to(device), with_heads(strip_index).to(device),
                 padding.to(device) if len(padding) else None))
     row_slot, col_slot = rows.output_index[:, None], cols.output_index[None, :]
     within_row = (col_slot // tx) * n_queries + (col_slot % tx) * ty + row_slot % ty
@@ -400,17 +388,7 @@ class _BlockSums:
 def _add_strip_grads(total, grad, chunk: RowChunk):
     """``total[strip_index[j]] += grad[j]``, total (heads, rows, D) seen as
     (heads * rows, D) and grad (heads * rows_k, D)."""
-    total = total.view(-1, grad.shape[-1])
-    if grad.device.type == 'cpu' and grad.dtype in (torch.float32, torch.float64):
-        # A sparse matmul is several times faster than index_add_'s scatter on CPU.
-        with warnings.catch_warnings():   # "sparse CSR support is in beta"
-            warnings.simplefilter('ignore', UserWarning)
-            scatter = torch.sparse_csr_tensor(
-                chunk.strip_crow, chunk.strip_col, grad.new_ones(len(chunk.strip_col)),
-                size=(len(total), len(grad)))
-        total.addmm_(scatter, grad)
-    else:
-        total.index_add_(0, chunk.strip_index, grad)
+    total.view(-1, grad.shape[-1]).index_add_(0, chunk.strip_index, grad)
 
 
 class _HaloAttention(torch.autograd.Function):
