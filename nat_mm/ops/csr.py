@@ -43,8 +43,9 @@ class CsrPlan(NamedTuple):
 
     crow, col: CSR rows/columns of the pattern, K*K entries per row (int32
         while the indices fit).
-    t_crow, t_col: the transposed pattern; ``t_perm`` (int64) gives, for each
-        of its entries, the entry of the pattern it transposes.
+    t_crow, t_col: the transposed pattern; ``t_perm`` (int64: index_select
+        is slower with int32) gives, for each of its entries, the entry of
+        the pattern it transposes.
     bias_type: (n,) each row's row in the bias table, ``head * K*K +
         row_type * K + col_type``.
     type_row: (heads * B * H,) ``head * K + row_type`` of each map row;
@@ -64,24 +65,30 @@ class CsrPlan(NamedTuple):
     table_index: torch.Tensor
 
 
-@functools.lru_cache(maxsize=16)
+@functools.lru_cache(maxsize=8)
 def csr_plan(batch, heads, height, width, kernel_size, dilation):
-    """Builds the :class:`CsrPlan` (cached: a training run meets a few shapes
-    per stage; a plan holds ~16 bytes per pattern entry)."""
-    rows, row_bias = neighborhood_indices(height, kernel_size, dilation)
-    cols, col_bias = neighborhood_indices(width, kernel_size, dilation)
+    """Builds the :class:`CsrPlan` (cached; a plan holds 16 bytes per pattern
+    entry, e.g. 50 MB for NAT-T's first stage at 512x512 batch 2)."""
     window = kernel_size * kernel_size
     side = 2 * kernel_size - 1
     positions = height * width
-    n = heads * batch * positions
-    neighbours = (rows[:, None, :, None] * width + cols[None, :, None, :]).view(positions, window)
-    col = (torch.arange(heads * batch)[:, None, None] * positions + neighbours).flatten()
-    crow = torch.arange(0, n * window + 1, window)
-    t_perm = torch.argsort(col, stable=True)
-    t_col = torch.arange(n).repeat_interleave(window)[t_perm]
-    t_crow = F.pad(torch.cumsum(torch.bincount(col, minlength=n), 0), (1, 0))
+    maps = heads * batch
+    n = maps * positions
     index_dtype = torch.int32 if n * window < 2 ** 31 else torch.int64
+    rows, row_bias = neighborhood_indices(height, kernel_size, dilation)
+    cols, col_bias = neighborhood_indices(width, kernel_size, dilation)
+    # One map's pattern (its rows are row-major positions), sorted once, then
+    # tiled over the heads * batch maps.
+    col = (rows[:, None, :, None] * width + cols[None, :, None, :]).flatten()
+    t_perm = torch.argsort(col, stable=True)
+    map_offset = torch.arange(maps)[:, None]
 
+    def tiled(index, step, dtype=index_dtype):
+        return (index[None] + map_offset * step).flatten().to(dtype)
+
+    crow = torch.arange(0, n * window + 1, window, dtype=index_dtype)
+    t_counts = torch.bincount(col, minlength=positions).repeat(maps)
+    t_crow = F.pad(torch.cumsum(t_counts, 0), (1, 0)).to(index_dtype)
     row_type, col_type = row_bias[:, 0], col_bias[:, 0]
     head = torch.arange(heads)
     bias_type = (head.view(-1, 1, 1, 1) * window + row_type.view(1, 1, -1, 1) * kernel_size
@@ -92,9 +99,9 @@ def csr_plan(batch, heads, height, width, kernel_size, dilation):
     table_index = (head.view(-1, 1, 1, 1, 1) * side * side
                    + (t.view(-1, 1, 1, 1) + t.view(1, 1, -1, 1)) * side      # row type + ky
                    + (t.view(1, -1, 1, 1) + t.view(1, 1, 1, -1))).flatten()  # col type + kx
-    return CsrPlan(crow.to(index_dtype), col.to(index_dtype), t_crow.to(index_dtype),
-                   t_col.to(index_dtype), t_perm, bias_type, type_row, col_type.clone(),
-                   table_index)
+    return CsrPlan(crow, tiled(col, positions), t_crow, tiled(t_perm // window, positions),
+                   tiled(t_perm, positions * window, torch.int64), bias_type, type_row,
+                   col_type.clone(), table_index)
 
 
 def _pattern(crow, col, values, n):
