@@ -15,8 +15,8 @@ pattern is an (n, n) CSR matrix with K*K entries per row. The operator becomes
 where the transposed products use the transposed pattern (cached), whose
 values are a fixed permutation of P's and dS's. Every product does exactly
 the K*K dot products of each query, in ATen's/MKL's sparse kernels, and no
-key or value is ever copied. The forward keeps P ((n, K*K): about 1.5x q, k
-and v together for K=7, head_dim=32) for the backward.
+key or value is copied per window. The forward keeps P for the backward:
+(n, K*K), 1.5x the size of q for K=7 and head_dim=32.
 
 The relative position bias of a query depends only on where its window sits
 against the borders along each axis (K "types" per axis: interior queries
