@@ -81,13 +81,14 @@ def test_fast_path_matches_reference(fast_na2d, height, width, kernel, dilation,
     qkv, q, _, _ = _qkv(2, 2, height, width, 8)
     assert not q.is_contiguous()
     rpb = _rpb(2, kernel) if with_rpb else None
-    assert_matches_reference(fast_na2d, qkv, kernel, dilation, rpb, torch.randn(2, 2, height, width, 8))
+    grad_out = torch.randn(2, 2, height, width, 8)
+    assert_matches_reference(fast_na2d, qkv, kernel, dilation, rpb, grad_out)
 
 
 @pytest.mark.parametrize('with_rpb', [True, False], ids=['rpb', 'no_rpb'])
 @pytest.mark.parametrize('height,width,kernel,dilation', [(33, 47, 7, 1), (30, 26, 5, 3)])
-def test_halo_chunked_attention_matches_reference(monkeypatch, height, width, kernel, dilation,
-                                              with_rpb):
+def test_halo_chunked_attention_matches_reference(monkeypatch, height, width, kernel,
+                                                   dilation, with_rpb):
     """Force one chunk per row of tiles (9 here), so that rows of the same
     border type are split over several chunks, through the forward and the
     backward."""
@@ -103,7 +104,8 @@ def test_halo_chunked_attention_matches_reference(monkeypatch, height, width, ke
     monkeypatch.setattr(halo, 'grid_plan', spy)
     qkv, _, _, _ = _qkv(2, 2, height, width, 8)
     rpb = _rpb(2, kernel) if with_rpb else None
-    assert_matches_reference(_via(halo.na2d_halo), qkv, kernel, dilation, rpb, torch.randn(2, 2, height, width, 8))
+    grad_out = torch.randn(2, 2, height, width, 8)
+    assert_matches_reference(_via(halo.na2d_halo), qkv, kernel, dilation, rpb, grad_out)
     assert min(len(chunks) for chunks in used_chunks) == 9
     for chunks in used_chunks:
         row_types = [chunk.row_type for chunk in chunks]
