@@ -34,6 +34,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from .common import dropout_keep, dropout_seed, heads_first
 from .reference import neighborhood_indices
 
 
@@ -111,16 +112,13 @@ def _pattern(crow, col, values, n):
         return torch.sparse_csr_tensor(crow, col, values, size=(n, n), check_invariants=False)
 
 
-def _heads_first(x):
+def _rows(x):
     """(B, heads, H, W, D) -> (heads * B * H * W, D), contiguous."""
-    return x.transpose(0, 1).reshape(-1, x.shape[-1])
+    return heads_first(x).view(-1, x.shape[-1])
 
 
-def _dropout_keep(shape, dropout_p, seed, dtype):
-    """The kept attention weights, scaled by 1 / (1 - p), drawn from ``seed``."""
-    generator = torch.Generator().manual_seed(seed)
-    keep = torch.rand(shape, generator=generator) >= dropout_p
-    return keep.to(dtype) / (1 - dropout_p)
+def _dropout_keep(shape, dropout_p, seed):
+    return dropout_keep(shape, dropout_p, torch.Generator().manual_seed(seed), 'cpu')
 
 
 class _CsrAttention(torch.autograd.Function):
@@ -132,7 +130,7 @@ class _CsrAttention(torch.autograd.Function):
         batch, heads, height, width, head_dim = query.shape
         plan = csr_plan(batch, heads, height, width, kernel_size, dilation)
         window = kernel_size * kernel_size
-        q, k, v = _heads_first(query), _heads_first(key), _heads_first(value)
+        q, k, v = _rows(query), _rows(key), _rows(value)
         n = len(q)
         if rpb is None:
             logits = q.new_zeros(n, window)
@@ -145,8 +143,8 @@ class _CsrAttention(torch.autograd.Function):
         weights = torch.softmax(logits, -1)
         seed = None
         if dropout_p > 0:
-            seed = int(torch.randint(2 ** 62, ()))
-            kept = weights * _dropout_keep(weights.shape, dropout_p, seed, weights.dtype)
+            seed = dropout_seed()
+            kept = weights * _dropout_keep(weights.shape, dropout_p, seed)
         else:
             kept = weights
         out = torch.mm(_pattern(plan.crow, plan.col, kept.view(-1), n), v)
@@ -163,13 +161,13 @@ class _CsrAttention(torch.autograd.Function):
         kernel_size, scale = ctx.kernel_size, ctx.scale
         plan = csr_plan(batch, heads, height, width, kernel_size, ctx.dilation)
         n, window = weights.shape
-        grad = _heads_first(grad_out.to(q.dtype))
+        grad = _rows(grad_out.to(q.dtype))
         grad_weights = _pattern(plan.crow, plan.col, torch.zeros_like(weights).view(-1), n)
         torch.sparse.sampled_addmm(grad_weights, grad, v.t(), out=grad_weights)
         grad_weights = grad_weights.values().view(n, window)
         kept = weights
         if ctx.seed is not None:
-            keep = _dropout_keep(weights.shape, ctx.dropout_p, ctx.seed, weights.dtype)
+            keep = _dropout_keep(weights.shape, ctx.dropout_p, ctx.seed)
             grad_weights *= keep
             kept = weights * keep
         grad_logits = torch._softmax_backward_data(grad_weights, weights, -1, weights.dtype)

@@ -39,6 +39,8 @@ from typing import NamedTuple, Optional
 
 import torch
 
+from .common import dropout_keep, dropout_seed, heads_first
+
 #: Halo floats (keys of all heads and images, as if every halo were copied)
 #: per chunk of tile rows. Small enough that a chunk's buffers are recycled by
 #: the allocator instead of being page-faulted in anew, large enough to keep
@@ -274,11 +276,6 @@ def grid_plan(batch, heads, height, width, kernel_size, dilation, tile_h, tile_w
                     rel_index.to(device), tx, hx, hy, n_queries)
 
 
-def _heads_first(x):
-    """(B, heads, H, W, D) -> (heads, B * H * W, D), contiguous."""
-    return x.transpose(0, 1).reshape(x.shape[1], -1, x.shape[-1]).contiguous()
-
-
 def _row_biases(plan: GridPlan, rpb, heads, dtype, device):
     """Per row type, the bias of a row of tiles (heads, tiles per row, Tq, Tk):
     rpb (zero without one) inside each query's window, -inf outside."""
@@ -325,12 +322,6 @@ def _attention_weights(scaled_query, halos, bias):
     logits = torch.bmm(scaled_query, halos.transpose(1, 2))
     logits.view(len(bias), -1, *bias.shape[1:]).add_(bias[:, None])
     return torch.softmax(logits, -1)
-
-
-def _dropout_keep(shape, dropout_p, generator, device):
-    """The kept attention weights of one chunk, scaled by 1 / (1 - p)."""
-    keep = torch.rand(shape, generator=generator, device=device) >= dropout_p
-    return keep / (1 - dropout_p)
 
 
 class _BlockSums:
@@ -398,11 +389,11 @@ class _HaloAttention(torch.autograd.Function):
     def forward(ctx, query, key, value, rpb, plan_key, scale, dropout_p):
         plan = grid_plan(*plan_key)
         batch, heads, height, width, head_dim = query.shape
-        q, k, v = _heads_first(query), _heads_first(key), _heads_first(value)
+        q, k, v = heads_first(query), heads_first(key), heads_first(value)
         biases = _row_biases(plan, rpb, heads, query.dtype, query.device)
         seed = None
         if dropout_p > 0:
-            seed = int(torch.randint(2 ** 62, (), device='cpu'))
+            seed = dropout_seed()
             generator = torch.Generator(query.device).manual_seed(seed)
         outputs = []
         for chunk in plan.chunks:
@@ -410,7 +401,7 @@ class _HaloAttention(torch.autograd.Function):
             weights = _attention_weights(qc.view(-1, plan.n_queries, head_dim),
                                          _strip_halos(k, chunk, plan), biases[chunk.row_type])
             if seed is not None:
-                weights *= _dropout_keep(weights.shape, dropout_p, generator, query.device)
+                weights *= dropout_keep(weights.shape, dropout_p, generator, query.device)
             out = torch.bmm(weights, _strip_halos(v, chunk, plan))
             outputs.append(out.view(heads, -1, head_dim))
         out = _gather(torch.cat(outputs, 1), plan.output_index)
@@ -423,8 +414,8 @@ class _HaloAttention(torch.autograd.Function):
         query, key, value, rpb = ctx.saved_tensors
         plan, scale = grid_plan(*ctx.plan_key), ctx.scale
         batch, heads, height, width, head_dim = query.shape
-        q, k, v = _heads_first(query), _heads_first(key), _heads_first(value)
-        grad = _heads_first(grad_out.to(query.dtype))
+        q, k, v = heads_first(query), heads_first(key), heads_first(value)
+        grad = heads_first(grad_out.to(query.dtype))
         biases = _row_biases(plan, rpb, heads, query.dtype, query.device)
         if ctx.seed is not None:
             generator = torch.Generator(query.device).manual_seed(ctx.seed)
@@ -451,7 +442,7 @@ class _HaloAttention(torch.autograd.Function):
             weights = _attention_weights(qc, key_halos, bias)
             grad_weights = torch.bmm(grad_c, value_halos.transpose(1, 2))
             if ctx.seed is not None:
-                keep = _dropout_keep(weights.shape, ctx.dropout_p, generator, query.device)
+                keep = dropout_keep(weights.shape, ctx.dropout_p, generator, query.device)
                 grad_weights *= keep
                 value_sums.set_left(weights * keep)
             else:
