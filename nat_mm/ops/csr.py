@@ -171,16 +171,18 @@ class _CsrAttention(torch.autograd.Function):
             grad_weights *= keep
             kept = weights * keep
         grad_logits = torch._softmax_backward_data(grad_weights, weights, -1, weights.dtype)
-        del grad_weights
 
         grads = q.new_empty(3, n, head_dim)
-        transposed = functools.partial(_pattern, plan.t_crow, plan.t_col, n=n)
         torch.addmm(grads[0], _pattern(plan.crow, plan.col, grad_logits.view(-1), n), k,
                     beta=0., alpha=scale, out=grads[0])
-        torch.addmm(grads[1], transposed(grad_logits.view(-1).index_select(0, plan.t_perm)), q,
-                    beta=0., alpha=scale, out=grads[1])
-        torch.addmm(grads[2], transposed(kept.view(-1).index_select(0, plan.t_perm)), grad,
-                    beta=0., out=grads[2])
+        # The two transposed value arrays take turns in grad_weights' buffer (no
+        # longer needed) instead of two fresh (n, K*K) allocations.
+        transposed_values = grad_weights.view(-1)
+        transposed = _pattern(plan.t_crow, plan.t_col, transposed_values, n)
+        torch.index_select(grad_logits.view(-1), 0, plan.t_perm, out=transposed_values)
+        torch.addmm(grads[1], transposed, q, beta=0., alpha=scale, out=grads[1])
+        torch.index_select(kept.view(-1), 0, plan.t_perm, out=transposed_values)
+        torch.addmm(grads[2], transposed, grad, beta=0., out=grads[2])
         grad_rpb = None
         if rpb is not None and ctx.needs_input_grad[3]:
             # Sum over map rows, then columns, of one type; then onto the rpb.
