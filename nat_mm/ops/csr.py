@@ -147,7 +147,8 @@ class _CsrAttention(torch.autograd.Function):
             kept = weights * _dropout_keep(weights.shape, dropout_p, seed)
         else:
             kept = weights
-        out = torch.mm(_pattern(plan.crow, plan.col, kept.view(-1), n), v)
+        out = v.new_empty(n, head_dim)      # (torch.mm would zero-fill it, then copy)
+        torch.addmm(out, _pattern(plan.crow, plan.col, kept.view(-1), n), v, beta=0., out=out)
         ctx.save_for_backward(q, k, v, rpb, weights)
         ctx.shape, ctx.kernel_size, ctx.dilation = query.shape, kernel_size, dilation
         ctx.scale, ctx.dropout_p, ctx.seed = scale, dropout_p, seed
