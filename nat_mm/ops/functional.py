@@ -17,6 +17,7 @@ the next one, with one warning.
 import contextlib
 import contextvars
 import importlib
+import types
 import warnings
 
 import torch
@@ -40,6 +41,15 @@ _failed = set()     # (backend, device type): raised BackendError once, skipped 
 
 class BackendError(RuntimeError):
     """A backend cannot run these inputs on this machine (not a user error)."""
+
+
+def register_backend(name, function, is_available=lambda device_type: True):
+    """Add backend ``name`` computing ``function(query, key, value, kernel_size,
+    dilation, rpb, scale, dropout_p)`` (used by the tools, e.g. FLOP counting
+    and the attention-free floor of the benchmark); choose it with
+    :func:`na_backend`. It is never a default."""
+    _BACKENDS[name] = types.SimpleNamespace(
+        **{f'na2d_{name}': function, 'is_available': is_available})
 
 
 def _backend_module(name):
