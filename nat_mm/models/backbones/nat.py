@@ -9,6 +9,8 @@ backbone adds one output LayerNorm ``norm{i}`` per returned level.
 Inside the network features are channels-last (B, H, W, C); the outputs are
 NCHW.
 """
+import inspect
+
 import torch
 from mmengine.model import BaseModule, initialize
 from torch import nn
@@ -251,9 +253,14 @@ def _reject_unknown_arguments(kwargs):
             f' {", ".join(swin)} belong to SwinTransformer: the config merged NAT into the '
             "base config's Swin backbone dict. Add _delete_=True to the backbone dict, "
             "model=dict(backbone=dict(_delete_=True, type='NAT', arch='tiny', ...)), and set "
-            "the neck's / decode head's in_channels to NAT's widths, embed_dim * (1, 2, 4, 8) "
+            "the in_channels of the neck (detection) or of the decode and auxiliary heads "
+            "(segmentation) to NAT's widths, embed_dim * (1, 2, 4, 8) "
             '(mini, tiny: [64, 128, 256, 512]; small: [96, 192, 384, 768]; '
             'base: [128, 256, 512, 1024]).')
+    else:
+        accepted = [name for name in inspect.signature(NAT.__init__).parameters
+                    if name not in ('self', 'kwargs')]
+        message += f' Its arguments are: {", ".join(accepted)}.'
     raise ValueError(message)
 
 
