@@ -337,3 +337,21 @@ def test_build_from_downstream_registry(package):
     model = registry.MODELS.build(dict(type='NAT', arch='mini', out_indices=(1, 2)))
     assert isinstance(model, NAT)
     assert model.out_indices == (1, 2)
+
+
+def test_swin_arguments_are_refused_with_the_fix():
+    with pytest.raises(ValueError) as error:
+        NAT(arch='mini', embed_dims=96, window_size=7, convert_weights=True, depths=(1, 1, 1, 1))
+    message = str(error.value)
+    assert message.startswith('NAT got arguments it does not have: embed_dims, window_size, '
+                              'convert_weights.')
+    assert "_delete_=True" in message and "in_channels" in message
+
+
+def test_unknown_arguments_are_named():
+    with pytest.raises(ValueError) as error:
+        NAT(arch='mini', width=3, colour='red')
+    message = str(error.value)
+    assert message.startswith('NAT got arguments it does not have: colour, width. Its '
+                              'arguments are: arch, embed_dim, ')
+    assert message.endswith(', with_cp, init_cfg.') and '_delete_' not in message
