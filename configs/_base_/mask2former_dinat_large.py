@@ -1,6 +1,6 @@
 # The DiNAT-L backbone of the official Mask2Former runs and their optimiser, shared by the
 # mask2former_dinat_large_* configs, which take them with
-#   _base_ = ['mmdet::mask2former/...' or 'mmseg::mask2former/...', './_base_/mask2former_dinat_large.py']
+#   _base_ = ['mmdet::mask2former/...' (or 'mmseg::...'), './_base_/mask2former_dinat_large.py']
 #   model = dict(backbone={{_base_.dinat_m2f_backbone}}, ...)
 #   optim_wrapper = {{_base_.dinat_m2f_optim_wrapper}}
 # (Every name here starts with dinat_m2f_: names of a _base_ file may not repeat those of the

@@ -335,7 +335,8 @@ def _log_records():
 
 @pytest.fixture(scope='module')
 def large_in22k_path(tmp_path_factory):
-    """(state_dict, path): an official-layout IN-22k DiNAT-L checkpoint (kernel 7, 21841 classes)."""
+    """(state_dict, path): an official-layout IN-22k DiNAT-L checkpoint (kernel 7, 21841
+    classes)."""
     state_dict = official_state_dict('large', num_classes=21841)
     path = tmp_path_factory.mktemp('checkpoints') / 'dinat_large_in22k_224.pth'
     torch.save(state_dict, path)
@@ -371,7 +372,8 @@ def test_in22k_dinat_large_loads_into_the_kernel_11_mask2former_backbone(large_i
 
 @pytest.mark.parametrize('num_classes', [1000, 21841])
 def test_dinat_large_heads_of_any_class_count_are_dropped(num_classes):
-    official = {'head.weight': torch.zeros(num_classes, 1536), 'head.bias': torch.zeros(num_classes),
+    official = {'head.weight': torch.zeros(num_classes, 1536),
+                'head.bias': torch.zeros(num_classes),
                 'norm.weight': torch.ones(1536), 'norm.bias': torch.zeros(1536),
                 'levels.3.blocks.0.attn.rpb': torch.zeros(48, 13, 13)}
     model = NAT(arch=dict(embed_dim=192, depths=(0, 0, 0, 1), num_heads=(6, 12, 24, 48),
