@@ -19,6 +19,7 @@ from torch.utils import checkpoint as activation_checkpoint
 from ...ops import NeighborhoodAttention2D
 from ...ops.gelu_linear import gelu_linear
 from ..checkpoint import load_pretrained
+from .dilations import resolve_dilations
 
 #: Published settings. ``drop_path_rate`` is the ImageNet-1k training value.
 ARCH_SETTINGS = {
@@ -30,6 +31,10 @@ ARCH_SETTINGS = {
                   drop_path_rate=0.3, layer_scale=1e-5),
     'base': dict(embed_dim=128, depths=(3, 4, 18, 5), num_heads=(4, 8, 16, 32), mlp_ratio=2.,
                  drop_path_rate=0.5, layer_scale=1e-5),
+    # DiNAT-L (there is no NAT-L): pretrained on ImageNet-22k, published without layer
+    # scale; its drop path here is that of its UperNet and Mask2Former configs.
+    'large': dict(embed_dim=192, depths=(3, 4, 18, 5), num_heads=(6, 12, 24, 48), mlp_ratio=2.,
+                  drop_path_rate=0.3, layer_scale=None),
 }
 _REQUIRED_ARCH_KEYS = ('embed_dim', 'depths', 'num_heads', 'mlp_ratio')
 _OPTIONAL_ARCH_DEFAULTS = dict(drop_path_rate=0., layer_scale=None)
@@ -268,13 +273,16 @@ class NAT(BaseModule):
     """Neighborhood Attention Transformer backbone (NAT; DiNAT with ``dilations``).
 
     Args:
-        arch: 'mini' | 'tiny' | 'small' | 'base' (published settings) or a dict
+        arch: 'mini' | 'tiny' | 'small' | 'base' | 'large' (published settings;
+            'large' is DiNAT-L) or a dict
             with keys embed_dim, depths, num_heads, mlp_ratio and optionally
             drop_path_rate, layer_scale.
         embed_dim, depths, num_heads, mlp_ratio: override the arch's values.
         kernel_size: neighbourhood size K (odd, >= 3).
-        dilations: None (all 1, i.e. NAT) or one list per stage with one
-            dilation per layer (DiNAT).
+        dilations: None (all 1, i.e. NAT), one list per stage with one
+            dilation per layer (DiNAT), or the name of a published set
+            ('224', 'det', 'seg', 'seg_large', 'm2f'; see
+            :mod:`nat_mm.models.backbones.dilations`).
         qkv_bias: bias in the attention's qkv projection.
         qk_scale: attention logit scale, default head_dim ** -0.5.
         drop_rate: dropout after the attention projection and in the MLP.
@@ -330,7 +338,7 @@ class NAT(BaseModule):
             raise ValueError(f'NAT: embed_dim must be even, got {embed_dim}')
         if layer_scale is not None and layer_scale < 0:
             raise ValueError(f'NAT: layer_scale must be positive, 0 or None, got {layer_scale}')
-        dilations = _check_dilations(dilations, depths)
+        dilations = _check_dilations(resolve_dilations(dilations, depths), depths)
         if isinstance(out_indices, int) or not out_indices or any(
                 not isinstance(i, int) or not 0 <= i < num_levels for i in out_indices) \
                 or len(set(out_indices)) != len(out_indices):
