@@ -247,7 +247,7 @@ def test_na2d_rejects_bad_input():
         na2d(q, q, q, 5, dilation=2)
 
 
-@pytest.mark.parametrize('backend', [b for b in available_backends('cpu') if b != 'triton'])
+@pytest.mark.parametrize('backend', available_backends('cpu'))
 def test_every_backend_gives_the_same_errors(backend):
     q = torch.randn(1, 2, 9, 9, 8)
     call = functools.partial(na2d, backend=backend)
