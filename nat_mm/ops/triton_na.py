@@ -104,7 +104,7 @@ if triton is not None:
         wg = (W - gx + DIL - 1) // DIL
         y0 = (t // tiles_x) * TY
         x0 = (t % tiles_x) * TX
-        m = tl.arange(0, TY * TX)
+        m = tl.arange(0, TY * TX).to(tl.int64)
         return gy, gx, hg, wg, y0, x0, y0 + m // TX, x0 + m % TX
 
     @triton.jit
@@ -122,15 +122,15 @@ if triton is not None:
             KS: tl.constexpr, TY: tl.constexpr, TX: tl.constexpr, BLOCK_N: tl.constexpr,
             BLOCK_D: tl.constexpr, HAS_RPB: tl.constexpr, DROPOUT: tl.constexpr,
             UPCAST: tl.constexpr):
-        pid = tl.program_id(0)
-        bh = tl.program_id(1)
-        b = (bh // heads).to(tl.int64)
-        h = (bh % heads).to(tl.int64)
+        pid = tl.program_id(0).to(tl.int64)
+        bh = tl.program_id(1).to(tl.int64)
+        b = bh // heads
+        h = bh % heads
         gy, gx, hg, wg, y0, x0, qy, qx = _tile_coords(pid, tiles_x, tiles, H, W, DIL, TY, TX)
         q_ok = (qy < hg) & (qx < wg)
         q_row = gy + DIL * qy
         q_col = gx + DIL * qx
-        d = tl.arange(0, BLOCK_D)
+        d = tl.arange(0, BLOCK_D).to(tl.int64)
         d_ok = d < D
         q = tl.load(Q + b * sqb + h * sqh + q_row[:, None] * sqy + q_col[:, None] * sqx
                     + d[None, :] * sqd, mask=q_ok[:, None] & d_ok[None, :], other=0.0)
@@ -154,17 +154,19 @@ if triton is not None:
         acc = tl.zeros([TY * TX, BLOCK_D], tl.float32)
         r_lo = _win_start(y0, hg, KS)
         r_hi = _win_start(tl.minimum(y0 + TY - 1, hg - 1), hg, KS) + KS
+        k_ptrs += (gy + DIL * r_lo) * sky
+        v_ptrs += (gy + DIL * r_lo) * svy
+        rpb_ptrs += r_lo * sry
         for r in range(r_lo, r_hi):
-            k_row = gy + DIL * r
-            k = tl.load(k_ptrs + k_row * sky, mask=kv_mask, other=0.0)
-            v = tl.load(v_ptrs + k_row * svy, mask=kv_mask, other=0.0)
+            k = tl.load(k_ptrs, mask=kv_mask, other=0.0)
+            v = tl.load(v_ptrs, mask=kv_mask, other=0.0)
             if UPCAST:
                 k = k.to(tl.float32)
                 v = v.to(tl.float32)
             s = tl.dot(q, tl.trans(k), input_precision='ieee') * scale
             ok = col_in & ((r >= sy) & (r < sy + KS))[:, None]
             if HAS_RPB:
-                s += tl.load(rpb_ptrs + r * sry, mask=ok, other=0.0).to(tl.float32)
+                s += tl.load(rpb_ptrs, mask=ok, other=0.0).to(tl.float32)
             s = tl.where(ok, s, float('-inf'))
             m_new = tl.maximum(m_i, tl.max(s, axis=1))
             m_use = tl.where(m_new == float('-inf'), 0.0, m_new)
@@ -177,6 +179,9 @@ if triton is not None:
                 p = tl.where(keep, p / (1.0 - dropout_p), 0.0)
             acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision='ieee')
             m_i = m_new
+            k_ptrs += DIL * sky
+            v_ptrs += DIL * svy
+            rpb_ptrs += sry
         l_safe = tl.where(l_i > 0.0, l_i, 1.0)
         out = acc / l_safe[:, None]
         o_off = ((bh * H + q_row) * W + q_col).to(tl.int64)
@@ -194,15 +199,15 @@ if triton is not None:
             KS: tl.constexpr, TY: tl.constexpr, TX: tl.constexpr, BLOCK_N: tl.constexpr,
             BLOCK_D: tl.constexpr, BLOCK_R: tl.constexpr, HAS_RPB: tl.constexpr,
             DROPOUT: tl.constexpr, UPCAST: tl.constexpr):
-        pid = tl.program_id(0)
-        bh = tl.program_id(1)
-        b = (bh // heads).to(tl.int64)
-        h = (bh % heads).to(tl.int64)
+        pid = tl.program_id(0).to(tl.int64)
+        bh = tl.program_id(1).to(tl.int64)
+        b = bh // heads
+        h = bh % heads
         gy, gx, hg, wg, y0, x0, qy, qx = _tile_coords(pid, tiles_x, tiles, H, W, DIL, TY, TX)
         q_ok = (qy < hg) & (qx < wg)
         q_row = gy + DIL * qy
         q_col = gx + DIL * qx
-        d = tl.arange(0, BLOCK_D)
+        d = tl.arange(0, BLOCK_D).to(tl.int64)
         d_ok = d < D
         qd_mask = q_ok[:, None] & d_ok[None, :]
         q = tl.load(Q + b * sqb + h * sqh + q_row[:, None] * sqy + q_col[:, None] * sqx
@@ -235,10 +240,12 @@ if triton is not None:
         drpb = tl.zeros([BLOCK_R, BLOCK_R], tl.float32)
         r_lo = _win_start(y0, hg, KS)
         r_hi = _win_start(tl.minimum(y0 + TY - 1, hg - 1), hg, KS) + KS
+        k_ptrs += (gy + DIL * r_lo) * sky
+        v_ptrs += (gy + DIL * r_lo) * svy
+        rpb_ptrs += r_lo * sry
         for r in range(r_lo, r_hi):
-            k_row = gy + DIL * r
-            k = tl.load(k_ptrs + k_row * sky, mask=kv_mask, other=0.0)
-            v = tl.load(v_ptrs + k_row * svy, mask=kv_mask, other=0.0)
+            k = tl.load(k_ptrs, mask=kv_mask, other=0.0)
+            v = tl.load(v_ptrs, mask=kv_mask, other=0.0)
             if UPCAST:
                 k = k.to(tl.float32)
                 v = v.to(tl.float32)
@@ -246,7 +253,7 @@ if triton is not None:
             ok = col_in & ((r >= sy) & (r < sy + KS))[:, None]
             row_bias = (KS - 1) + r - qy
             if HAS_RPB:
-                s += tl.load(rpb_ptrs + r * sry, mask=ok, other=0.0).to(tl.float32)
+                s += tl.load(rpb_ptrs, mask=ok, other=0.0).to(tl.float32)
             p = tl.where(ok, tl.exp(s - lse[:, None]), 0.0)
             dp = tl.dot(do, tl.trans(v), input_precision='ieee')
             if DROPOUT:
@@ -261,6 +268,9 @@ if triton is not None:
                                          ds[:, :, None], 0.0), axis=1)
                 row_hot = (row_bias[:, None] == rr[None, :]).to(tl.float32)
                 drpb += tl.dot(tl.trans(row_hot), by_col, input_precision='ieee')
+            k_ptrs += DIL * sky
+            v_ptrs += DIL * svy
+            rpb_ptrs += sry
         tl.store(DQ + o_off[:, None] * D + d[None, :], (dq * scale).to(DQ.dtype.element_ty),
                  mask=qd_mask)
         if HAS_RPB:
@@ -286,15 +296,15 @@ if triton is not None:
             KS: tl.constexpr, TY: tl.constexpr, TX: tl.constexpr, BLOCK_Q: tl.constexpr,
             BLOCK_D: tl.constexpr, HAS_RPB: tl.constexpr, DROPOUT: tl.constexpr,
             UPCAST: tl.constexpr):
-        pid = tl.program_id(0)
-        bh = tl.program_id(1)
-        b = (bh // heads).to(tl.int64)
-        h = (bh % heads).to(tl.int64)
+        pid = tl.program_id(0).to(tl.int64)
+        bh = tl.program_id(1).to(tl.int64)
+        b = bh // heads
+        h = bh % heads
         gy, gx, hg, wg, y0, x0, ky, kx = _tile_coords(pid, tiles_x, tiles, H, W, DIL, TY, TX)
         k_ok = (ky < hg) & (kx < wg)
         k_row = gy + DIL * ky
         k_col = gx + DIL * kx
-        d = tl.arange(0, BLOCK_D)
+        d = tl.arange(0, BLOCK_D).to(tl.int64)
         d_ok = d < D
         kd_mask = k_ok[:, None] & d_ok[None, :]
         k = tl.load(K + b * skb + h * skh + k_row[:, None] * sky + k_col[:, None] * skx
@@ -310,37 +320,42 @@ if triton is not None:
         x_last = tl.minimum(x0 + TX - 1, wg - 1)
         c_lo = _first_query(x0, KS)
         c_hi = _last_query(x_last, wg, KS)
-        for qy in range(_first_query(y0, KS), _last_query(y_last, hg, KS) + 1):
-            sy = _win_start(qy, hg, KS)
-            row_in = k_ok & (ky >= sy) & (ky < sy + KS)
-            q_row = gy + DIL * qy
-            for c0 in range(c_lo, c_hi + 1, BLOCK_Q):
-                qx = c0 + tl.arange(0, BLOCK_Q)
-                q_ok = qx <= c_hi
-                q_col = gx + DIL * qx
-                sx = _win_start(qx, wg, KS)
-                ok = (row_in[:, None] & q_ok[None, :] & (kx[:, None] >= sx[None, :])
-                      & (kx[:, None] < sx[None, :] + KS))
-                qd_mask = q_ok[:, None] & d_ok[None, :]
-                q = tl.load(Q + b * sqb + h * sqh + q_row * sqy + q_col[:, None] * sqx
-                            + d[None, :] * sqd, mask=qd_mask, other=0.0)
-                do = tl.load(DO + b * sdb + h * sdh + q_row * sdy + q_col[:, None] * sdx
-                             + d[None, :] * sdd, mask=qd_mask, other=0.0)
+        r_lo = _first_query(y0, KS)
+        r_hi = _last_query(y_last, hg, KS) + 1
+        # columns outside the row loop; helpers are not called in the loops
+        # (a device-function call is slow under the interpreter)
+        for c0 in range(c_lo, c_hi + 1, BLOCK_Q):
+            qx = c0 + tl.arange(0, BLOCK_Q)
+            q_ok = qx <= c_hi
+            q_col = gx + DIL * qx
+            sx = tl.minimum(tl.maximum(qx - KS // 2, 0), wg - KS)
+            col_ok = k_ok[:, None] & q_ok[None, :] & (kx[:, None] >= sx[None, :]) & (
+                kx[:, None] < sx[None, :] + KS)
+            qd_mask = q_ok[:, None] & d_ok[None, :]
+            q_row = gy + DIL * r_lo
+            q_ptrs = Q + b * sqb + h * sqh + q_row * sqy + q_col[:, None] * sqx + d[None, :] * sqd
+            do_ptrs = (DO + b * sdb + h * sdh + q_row * sdy + q_col[:, None] * sdx
+                       + d[None, :] * sdd)
+            o_ptrs = (bh * H + q_row) * W + q_col
+            rpb_ptrs = RPB + h * srh + ((KS - 1) + ky - r_lo)[:, None] * sry + (
+                (KS - 1) + kx[:, None] - qx[None, :]) * srx
+            for qy in range(r_lo, r_hi):
+                sy = tl.minimum(tl.maximum(qy - KS // 2, 0), hg - KS)
+                ok = col_ok & ((ky >= sy) & (ky < sy + KS))[:, None]
+                q = tl.load(q_ptrs, mask=qd_mask, other=0.0)
+                do = tl.load(do_ptrs, mask=qd_mask, other=0.0)
                 if UPCAST:
                     q = q.to(tl.float32)
                     do = do.to(tl.float32)
-                o_off = ((bh * H + q_row) * W + q_col).to(tl.int64)
-                lse = tl.load(LSE + o_off, mask=q_ok, other=0.0)
-                delta = tl.load(DELTA + o_off, mask=q_ok, other=0.0)
+                lse = tl.load(LSE + o_ptrs, mask=q_ok, other=0.0)
+                delta = tl.load(DELTA + o_ptrs, mask=q_ok, other=0.0)
                 s = tl.dot(k, tl.trans(q), input_precision='ieee') * scale
                 if HAS_RPB:
-                    s += tl.load(RPB + h * srh + ((KS - 1) + ky - qy)[:, None] * sry
-                                 + ((KS - 1) + kx[:, None] - qx[None, :]) * srx,
-                                 mask=ok, other=0.0).to(tl.float32)
+                    s += tl.load(rpb_ptrs, mask=ok, other=0.0).to(tl.float32)
                 p = tl.where(ok, tl.exp(s - lse[None, :]), 0.0)
                 dp = tl.dot(v, tl.trans(do), input_precision='ieee')
                 if DROPOUT:
-                    keep = _keep(seed, bh, q_row, q_col[None, :], (ky - sy)[:, None],
+                    keep = _keep(seed, bh, gy + DIL * qy, q_col[None, :], (ky - sy)[:, None],
                                  kx[:, None] - sx[None, :], H, W, dropout_p, KS)
                     p_drop = tl.where(keep, p / (1.0 - dropout_p), 0.0)
                     dp = tl.where(keep, dp / (1.0 - dropout_p), 0.0)
@@ -349,6 +364,10 @@ if triton is not None:
                 dv += tl.dot(p_drop.to(do.dtype), do, input_precision='ieee')
                 ds = tl.where(ok, p * (dp - delta[None, :]), 0.0)
                 dk += tl.dot(ds.to(q.dtype), q, input_precision='ieee')
+                q_ptrs += DIL * sqy
+                do_ptrs += DIL * sdy
+                o_ptrs += DIL * W
+                rpb_ptrs -= sry
         k_off = ((bh * H + k_row) * W + k_col).to(tl.int64)
         tl.store(DK + k_off[:, None] * D + d[None, :], (dk * scale).to(DK.dtype.element_ty),
                  mask=kd_mask)
@@ -360,20 +379,36 @@ def _next_pow2(n):
     return 1 << max(n - 1, 0).bit_length()
 
 
+def gpu_tile(kernel_size):
+    """(TY, TX) of a query tile on a GPU: TX + K - 1 <= 16 keys per halo row
+    for K <= 13, so the dots are (TY*TX, D) x (D, 16) with little waste."""
+    return 8, (8 if kernel_size <= 7 else 4)
+
+
+def interpreter_tile(kernel_size):
+    """(TY, TX) under Triton's interpreter, whose cost is per operation, not
+    per element: fewer, larger programs (the kernels take any tile)."""
+    return 16, 16
+
+
 class _Plan:
     """Launch geometry of one call: tiles of TY x TX queries (or keys) per
-    dilation group, a grid of (groups * tiles, B * heads)."""
+    dilation group, a grid of (groups * tiles, B * heads), and the upcast
+    flag (dots in float32: float32/float64 inputs, and bfloat16 under the
+    interpreter, whose bfloat16 tl.dot is wrong in Triton 3.9)."""
 
-    def __init__(self, shape, kernel_size, dilation):
+    def __init__(self, shape, dtype, kernel_size, dilation):
         batch, heads, height, width, head_dim = shape
-        self.ty = 8
-        self.tx = 8 if kernel_size <= 7 else 4
+        interpreted = _interpreted()
+        self.ty, self.tx = (interpreter_tile if interpreted else gpu_tile)(kernel_size)
         self.block_n = max(16, _next_pow2(self.tx + kernel_size - 1))
         self.block_d = max(16, _next_pow2(head_dim))
         self.block_r = max(16, _next_pow2(2 * kernel_size - 1))
         self.tiles_x = -(-(-(-width // dilation)) // self.tx)
         self.tiles = -(-(-(-height // dilation)) // self.ty) * self.tiles_x
         self.grid = (dilation * dilation * self.tiles, batch * heads)
+        self.upcast = (dtype in (torch.float32, torch.float64)
+                       or (dtype == torch.bfloat16 and interpreted))
 
 
 def _strides(x):
@@ -412,11 +447,10 @@ def _common_args(query, key, value, rpb):
 
 def _forward(ctx, query, key, value, rpb, kernel_size, dilation, scale, dropout_p):
     batch, heads, height, width, head_dim = query.shape
-    plan = _Plan(query.shape, kernel_size, dilation)
+    plan = _Plan(query.shape, query.dtype, kernel_size, dilation)
     seed = dropout_seed() % (2 ** 31) if dropout_p > 0 else 0
     out = torch.empty(query.shape, dtype=query.dtype, device=query.device)
     lse = torch.empty((batch * heads, height * width), dtype=torch.float32, device=query.device)
-    upcast = query.dtype in (torch.float32, torch.float64)
     _launch(_na_fwd_kernel, plan.grid, query, key, value,
             rpb if rpb is not None else query, out, lse,
             *_common_args(query, key, value, rpb),
@@ -424,7 +458,7 @@ def _forward(ctx, query, key, value, rpb, kernel_size, dilation, scale, dropout_
             scale, dropout_p, seed,
             KS=kernel_size, TY=plan.ty, TX=plan.tx, BLOCK_N=plan.block_n,
             BLOCK_D=plan.block_d, HAS_RPB=rpb is not None, DROPOUT=dropout_p > 0,
-            UPCAST=upcast)
+            UPCAST=plan.upcast)
     ctx.save_for_backward(query, key, value, rpb, out, lse)
     ctx.meta = (kernel_size, dilation, scale, dropout_p, seed, plan)
     return out
@@ -434,7 +468,6 @@ def _backward(ctx, grad_out):
     query, key, value, rpb, out, lse = ctx.saved_tensors
     kernel_size, dilation, scale, dropout_p, seed, plan = ctx.meta
     batch, heads, height, width, head_dim = query.shape
-    upcast = query.dtype in (torch.float32, torch.float64)
     dq = torch.empty(query.shape, dtype=query.dtype, device=query.device)
     dk = torch.empty(query.shape, dtype=query.dtype, device=query.device)
     dv = torch.empty(query.shape, dtype=query.dtype, device=query.device)
@@ -448,7 +481,7 @@ def _backward(ctx, grad_out):
               heads, height, width, head_dim, dilation, plan.tiles_x, plan.tiles,
               scale, dropout_p, seed)
     flags = dict(KS=kernel_size, TY=plan.ty, TX=plan.tx, BLOCK_D=plan.block_d,
-                 HAS_RPB=has_rpb, DROPOUT=dropout_p > 0, UPCAST=upcast)
+                 HAS_RPB=has_rpb, DROPOUT=dropout_p > 0, UPCAST=plan.upcast)
     rpb_arg = rpb if has_rpb else query
     _launch(_na_bwd_dq_kernel, plan.grid, query, key, value, rpb_arg, out, grad_out, lse,
             delta, dq, slots if has_rpb else lse, *common,
