@@ -189,13 +189,46 @@ def test_is_available_on_cpu_needs_the_interpreter(monkeypatch):
     assert not triton_na.is_available('meta')
 
 
-@pytest.mark.parametrize('kernel,dilation', [(7, 1), (13, 1), (3, 2)])
+@pytest.mark.parametrize('kernel,dilation', [(7, 1), (11, 1), (3, 2)])
 def test_gpu_tiles_match_reference(monkeypatch, kernel, dilation):
     """The tiles the GPU uses (8x8, 8x4 for K > 7), through the interpreter:
     several tiles per axis and the dK/dV kernel's border column chunks."""
     monkeypatch.setattr(triton_na, 'interpreter_tile', triton_na.gpu_tile)
-    size = kernel * dilation + 6
+    size = kernel * dilation + 4
     qkv, rpb, grad_out = _inputs(1, 1, size, size + 1, 16, kernel)
     got = _run(triton_na.na2d_triton, qkv, rpb, grad_out, kernel, dilation, torch.float32)
     expected = _run(na2d_reference, qkv, rpb, grad_out, kernel, dilation, torch.float64)
+    _assert_all_close(got, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_dropout_in_kernel_matches_dense_attention_with_its_mask():
+    """With values = one-hot key indices the output is the dropped weight
+    matrix, which reveals the kernel's keep mask; the forward and every
+    gradient (regenerated mask) then equal dense attention with that mask."""
+    batch, heads, size, kernel, p = 2, 2, 4, 3, 0.3
+    qkv, rpb, grad_out = _inputs(batch, heads, size, size, 16, kernel)
+    q, k, v = (t.float() for t in qkv.permute(3, 0, 4, 1, 2, 5).unbind(0))
+    rpb = rpb.float()
+    one_hot = torch.eye(size * size).view(1, 1, size, size, size * size)
+    one_hot = one_hot.expand(batch, heads, -1, -1, -1)
+    torch.manual_seed(7)
+    dropped = triton_na.na2d_triton(q.to(DEVICE), k.to(DEVICE), one_hot.to(DEVICE), kernel, 1,
+                                    rpb.to(DEVICE), 0.25, p).cpu()
+    weights = na2d_reference(q, k, one_hot, kernel, 1, rpb, 0.25)
+    window = weights > 0
+    keep = dropped * (1 - p) / weights.where(window, torch.ones(()))
+    assert not dropped[~window].any()
+    assert ((keep[window] - 1).abs() < 1e-4).logical_or(keep[window].abs() < 1e-4).all()
+    kept = (keep[window] > 0.5).float().mean().item()
+    assert abs(kept - (1 - p)) < 0.1
+    mask = (keep > 0.5) / (1 - p)
+
+    def dense(q, k, v, kernel, dilation, rpb, scale, dropout_p):
+        weights = na2d_reference(q, k, one_hot.double(), kernel, dilation, rpb, scale)
+        return torch.einsum('bhyxj,bhjd->bhyxd', weights * mask.double(), v.flatten(2, 3))
+
+    torch.manual_seed(7)
+    got = _run(triton_na.na2d_triton, qkv, rpb, grad_out, kernel, 1, torch.float32, scale=0.25,
+               dropout_p=p)
+    expected = _run(dense, qkv, rpb, grad_out, kernel, 1, torch.float64, scale=0.25)
     _assert_all_close(got, expected, atol=1e-5, rtol=1e-4)
