@@ -110,9 +110,11 @@ if triton is not None:
 
     @triton.jit
     def _keep(seed, bh, row, col, ny, nx, H, W, dropout_p, KS: tl.constexpr):
-        """Dropout keep mask of (query (row, col) of map bh, neighbour (ny, nx))."""
+        """Dropout keep mask of (query (row, col) of map bh, neighbour (ny, nx)).
+        The offsets are cut to int32 (Philox's 32-bit counter on every Triton
+        version; unique below 2**31 query-neighbour pairs)."""
         offs = ((bh * H + row) * W + col) * (KS * KS) + ny * KS + nx
-        return tl.rand(seed, offs) >= dropout_p
+        return tl.rand(seed, offs.to(tl.int32)) >= dropout_p
 
     @triton.jit
     def _na_fwd_kernel(
@@ -492,7 +494,9 @@ def _backward(ctx, grad_out):
     rpb_arg = rpb if has_rpb else query
     _launch(_na_bwd_dq_kernel, plan.grid, query, key, value, rpb_arg, out, grad_out, lse,
             delta, dq, slots if has_rpb else lse, *common,
-            BLOCK_N=plan.block_n, BLOCK_R=plan.block_r, **flags)
+            BLOCK_N=plan.block_n, BLOCK_R=plan.block_r,
+            num_warps=8 if has_rpb else 4,   # the rpb one-hot block is (TY*TX, 16, 16 or 32)
+            **flags)
     _launch(_na_bwd_dkv_kernel, plan.grid, query, key, value, rpb_arg, grad_out, lse, delta,
             dk, dv, *common, BLOCK_Q=plan.block_n, **flags)
     drpb = None
