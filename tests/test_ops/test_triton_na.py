@@ -2,22 +2,19 @@
 and NATTEN 0.17.5's own numbers. On a machine without CUDA the kernels run
 through Triton's interpreter (tests/conftest.py sets TRITON_INTERPRET=1), so
 the shapes are tiny; with CUDA they run compiled on the GPU."""
-from pathlib import Path
+import functools
 
 import pytest
 import torch
 
-from nat_mm.ops import na2d_reference, triton_na
+from na_testing import load_golden
+from nat_mm.ops import available_backends, functional, na2d, na2d_reference, triton_na
 from nat_mm.ops.reference import neighborhood_indices
 
 pytest.importorskip('triton')
 DEVICE = 'cuda' if torch.cuda.is_available() else 'cpu'
 pytestmark = pytest.mark.skipif(not triton_na.is_available(DEVICE),
                                 reason='Triton cannot run kernels here')
-
-_REPO = Path(__file__).resolve().parents[2]
-_DATA = _REPO / 'tests' / 'data' / 'natten_0.17.5_na2d.pt'
-GOLDEN = _DATA if _DATA.exists() else _REPO.parent / 'shared' / 'golden' / _DATA.name
 
 
 def _inputs(batch, heads, height, width, head_dim, kernel, with_rpb=True, seed=0):
@@ -94,13 +91,7 @@ def test_matches_reference_low_precision(dtype):
     _assert_all_close(got, expected, atol=tol, rtol=tol, rpb_atol=10 * tol)
 
 
-def _golden_cases():
-    if not GOLDEN.exists():
-        return []
-    return torch.load(GOLDEN, weights_only=True)['cases']
-
-
-@pytest.mark.parametrize('case', _golden_cases(),
+@pytest.mark.parametrize('case', load_golden()['cases'],
                          ids=lambda c: f"K{c['kernel_size']}d{c['dilation']}"
                                        f"_{c['q'].shape[2]}x{c['q'].shape[3]}")
 def test_matches_natten_golden(case):
@@ -231,4 +222,32 @@ def test_dropout_in_kernel_matches_dense_attention_with_its_mask():
     got = _run(triton_na.na2d_triton, qkv, rpb, grad_out, kernel, 1, torch.float32, scale=0.25,
                dropout_p=p)
     expected = _run(dense, qkv, rpb, grad_out, kernel, 1, torch.float64, scale=0.25)
+    _assert_all_close(got, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_registered_in_the_seam():
+    assert 'triton' in available_backends(DEVICE)
+    assert functional.DEFAULT_ORDER['cuda'][0] == 'triton'
+
+
+def test_bad_input_gives_the_seam_errors():
+    q = torch.randn(1, 2, 9, 9, 16, device=DEVICE)
+    call = functools.partial(na2d, backend='triton')
+    with pytest.raises(ValueError, match='smaller than kernel_size'):
+        call(q, q, q, 5, dilation=2)
+    with pytest.raises(ValueError, match=r'rpb must have shape \(heads, 2K-1, 2K-1\)'):
+        call(q, q, q, 3, rpb=torch.zeros(2, 3, 3, device=DEVICE))
+    with pytest.raises(ValueError, match='odd int'):
+        call(q, q, q, 4)
+    with pytest.raises(ValueError, match='dtypes disagree'):
+        call(q, q.double(), q, 3)
+    with pytest.raises(ValueError, match='dropout_p'):
+        call(q, q, q, 3, dropout_p=1.0)
+
+
+def test_na2d_backend_triton_matches_reference():
+    qkv, rpb, grad_out = _inputs(1, 2, 8, 9, 16, 3)
+    got = _run(functools.partial(na2d, backend='triton'), qkv, rpb, grad_out, 3, 1,
+               torch.float32)
+    expected = _run(na2d_reference, qkv, rpb, grad_out, 3, 1, torch.float64)
     _assert_all_close(got, expected, atol=1e-5, rtol=1e-4)
