@@ -137,8 +137,9 @@ def count_kernels(device):
     backward of sum(mean of each output)) of NAT-T under each backend and of
     Swin-T (mmseg's SwinTransformer, if importable) on the same input. On
     CPU the Triton backend runs through Triton's interpreter (the script
-    re-runs itself with TRITON_INTERPRET=1); its counts do not depend on the
-    map size, the CSR path's barely."""
+    re-runs itself with TRITON_INTERPRET=1; slow: ~15 CPU minutes); neither
+    backend's count depends on the map size. Each step is counted on its
+    second run."""
     import os
     if device.type == 'cpu' and os.environ.get('TRITON_INTERPRET') != '1':
         env = dict(os.environ, TRITON_INTERPRET='1')
@@ -158,6 +159,7 @@ def count_kernels(device):
             return func(*args, **(kwargs or {}))
 
     def count(step):
+        step()                       # warm-up: the CSR path builds its plans on a first call
         launches = triton_na.launch_count()
         with AtenCounter() as counter:
             step()
@@ -175,26 +177,28 @@ def count_kernels(device):
                for _ in range(3))
     rpb = (torch.randn(2, 13, 13, generator=gen) * 0.02).to(device).requires_grad_()
     image = torch.randn(2, 3, 256, 256, generator=gen).to(device)
-    rows = []
+    print('| what (fwd+bwd) | ATen ops | Triton launches | total |\n|---|---|---|---|')
+
+    def row(name, step):
+        ops, launches = count(step)
+        print(f'| {name} | {ops:,} | {launches} | {ops + launches:,} |', flush=True)
+
     for backend in available_backends(device):
         with na_backend(backend):
-            rows.append((f'na2d fwd+bwd, {backend} (B2 h2 64x64 D32 K7)',
-                         *count(lambda: na_step(q, k, v, rpb))))
+            row(f'na2d, {backend}, NAT-T stage 1 at 256x256 (B2 h2 64x64 D32 K7)',
+                lambda: na_step(q, k, v, rpb))
     nat = NAT('tiny').to(device)
     for backend in available_backends(device):
         with na_backend(backend):
-            rows.append((f'NAT-T step 256x256 B2, {backend}',
-                         *count(lambda: backbone_step(nat, image))))
+            row(f'NAT-T training step, 256x256 batch 2, {backend}',
+                lambda: backbone_step(nat, image))
     try:
         from mmseg.models.backbones import SwinTransformer
     except ImportError as err:
         print(f'Swin-T skipped: mmseg is not importable ({err})')
     else:
         swin = SwinTransformer().to(device)
-        rows.append(('Swin-T (mmseg) step 256x256 B2', *count(lambda: backbone_step(swin, image))))
-    print(f'{"what":44s} | {"ATen ops":>8s} | {"Triton launches":>15s} | {"total":>6s}')
-    for name, ops, launches in rows:
-        print(f'{name:44s} | {ops:8d} | {launches:15d} | {ops + launches:6d}', flush=True)
+        row('Swin-T (mmseg) training step, 256x256 batch 2', lambda: backbone_step(swin, image))
 
 
 def parse_args():
