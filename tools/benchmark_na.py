@@ -130,6 +130,81 @@ def peak_memory(impl, case, device, dtype):
                .stdout.strip().splitlines()[-1])
 
 
+def count_kernels(device):
+    """--count-kernels: ATen ops dispatched plus Triton launches per
+    forward+backward for each backend of ``device`` at NAT-T's stage-1 shape
+    (256x256 input, batch 1), then per training step (backbone forward +
+    backward of sum(mean of each output)) of NAT-T under each backend and of
+    Swin-T (mmseg's SwinTransformer, if importable) on the same input. On
+    CPU the Triton backend runs through Triton's interpreter (the script
+    re-runs itself with TRITON_INTERPRET=1; slow: ~5 CPU minutes); its count
+    depends neither on the batch nor on the map size. Each step is counted
+    on its second run (the Triton backend's on its first)."""
+    import os
+    if device.type == 'cpu' and os.environ.get('TRITON_INTERPRET') != '1':
+        env = dict(os.environ, TRITON_INTERPRET='1')
+        sys.exit(subprocess.run([sys.executable, *sys.argv], env=env).returncode)
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from nat_mm import NAT
+    from nat_mm.ops import available_backends, na_backend, triton_na
+
+    class AtenCounter(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops += 1
+            return func(*args, **(kwargs or {}))
+
+    def count(step, warm_up=True):
+        if warm_up:                  # the CSR path builds its plans on a first call
+            step()
+        launches = triton_na.launch_count()
+        with AtenCounter() as counter:
+            step()
+        return counter.ops, triton_na.launch_count() - launches
+
+    def na_step(q, k, v, rpb):
+        out = na2d(q, k, v, 7, 1, rpb)
+        out.backward(torch.ones_like(out))
+
+    def backbone_step(model, image):
+        sum(feature.mean() for feature in model(image)).backward()
+
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 64, 64, 32, generator=gen).to(device).requires_grad_()
+               for _ in range(3))
+    rpb = (torch.randn(2, 13, 13, generator=gen) * 0.02).to(device).requires_grad_()
+    image = torch.randn(1, 3, 256, 256, generator=gen).to(device)
+    print('| what (fwd+bwd) | ATen ops | Triton launches | total |\n|---|---|---|---|')
+
+    def row(name, step, backend=None):
+        # Triton keeps nothing between calls that dispatches ATen ops (its
+        # compile cache is not ATen): no warm-up, which costs minutes under
+        # the interpreter
+        ops, launches = count(step, warm_up=backend != 'triton')
+        print(f'| {name} | {ops:,} | {launches} | {ops + launches:,} |', flush=True)
+
+    for backend in available_backends(device):
+        with na_backend(backend):
+            row(f'na2d, {backend}, NAT-T stage 1 at 256x256 (B1 h2 64x64 D32 K7)',
+                lambda: na_step(q, k, v, rpb), backend)
+    nat = NAT('tiny').to(device)
+    for backend in available_backends(device):
+        with na_backend(backend):
+            row(f'NAT-T training step, 256x256 batch 1, {backend}',
+                lambda: backbone_step(nat, image), backend)
+    try:
+        from mmseg.models.backbones import SwinTransformer
+    except ImportError as err:
+        print(f'Swin-T skipped: mmseg is not importable ({err})')
+    else:
+        swin = SwinTransformer().to(device)
+        row('Swin-T (mmseg) training step, 256x256 batch 1', lambda: backbone_step(swin, image))
+
+
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--device', default='cpu')
@@ -137,6 +212,8 @@ def parse_args():
     parser.add_argument('--repeats', type=int, default=5)
     parser.add_argument('--cases', nargs='*', default=list(CASES),
                         help='subset of: ' + ', '.join(repr(c) for c in CASES))
+    parser.add_argument('--count-kernels', action='store_true',
+                        help='count ATen ops and Triton launches per fwd+bwd and training step')
     parser.add_argument('--memory-probe', help=argparse.SUPPRESS)
     return parser.parse_args()
 
@@ -145,6 +222,9 @@ def main():
     args = parse_args()
     dtype = getattr(torch, args.dtype)
     device = torch.device(args.device)
+    if args.count_kernels:
+        count_kernels(device)
+        return
     if args.memory_probe:
         impl, case = json.loads(args.memory_probe)
         print(peak_memory_here(impl, case, device, dtype))

@@ -26,12 +26,13 @@ import torch
 #: module-like object) holding ``na2d_<name>`` and ``is_available``.
 _BACKENDS = {
     'csr': '.csr',
+    'triton': '.triton_na',
 }
 
 #: Backends tried, in order, when none is chosen; by device type ('*': any other).
 DEFAULT_ORDER = {
     'cpu': ('csr',),
-    'cuda': ('csr',),
+    'cuda': ('triton', 'csr'),
     '*': ('csr',),
 }
 
