@@ -49,7 +49,7 @@ def test_readme_snippet_builds_nat_into_the_swin_config(scope, tmp_path):
             assert [f.shape[1] for f in features] == [256] * 5
         else:  # so do the heads
             assert model.decode_head(features).shape == (1, 150, 16, 16)
-            assert model.auxiliary_head(features).shape == (1, 150, 16, 16)
+            assert model.auxiliary_head(features).shape == (1, 150, 4, 4)  # stage 3: stride 16
 
 
 @pytest.mark.parametrize('scope', sorted(BASES))
