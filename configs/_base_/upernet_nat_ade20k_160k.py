@@ -34,3 +34,7 @@ param_scheduler = [
 
 train_dataloader = dict(batch_size=2)
 auto_scale_lr = dict(enable=False, base_batch_size=16)
+
+# Multi-scale + flip testing (tools/test.py --tta): tta_model (SegTTAModel) and tta_pipeline come
+# from MMSegmentation's bases with the published protocol, ratios 0.5, 0.75, 1.0, 1.25, 1.5, 1.75,
+# each with and without a horizontal flip (tests/test_configs/test_configs.py checks them).

@@ -480,3 +480,25 @@ def test_mask2former_trains_and_evaluates_through_the_runner(name, runner_data_r
     for key in keys:                # the validation at the end of training
         value = runner.message_hub.get_scalar(f'val/{key}').current()
         assert 0 <= value <= (100 if metric == 'IoUMetric' else 1), (key, value)
+
+
+@pytest.mark.parametrize('name', [name for name in PUBLISHED if name.startswith('upernet')])
+def test_ade20k_configs_test_time_augmentation_is_the_published_one(name):
+    """tools/test.py --tta: ratios 0.5-1.75, each with and without horizontal flip."""
+    cfg = load(name)
+    assert cfg.tta_model.type == 'SegTTAModel'
+    load_image, augment = cfg.tta_pipeline
+    assert load_image.type == 'LoadImageFromFile' and augment.type == 'TestTimeAug'
+    resizes, flips, *rest = augment.transforms
+    assert [(t.type, t.scale_factor, t.keep_ratio) for t in resizes] == [
+        ('Resize', ratio, True) for ratio in (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)]
+    assert [(t.type, t.prob, t.direction) for t in flips] == [
+        ('RandomFlip', 0., 'horizontal'), ('RandomFlip', 1., 'horizontal')]
+    assert [[t.type for t in step] for step in rest] == [['LoadAnnotations'], ['PackSegInputs']]
+
+
+@pytest.mark.parametrize('name', [name for name in PUBLISHED if 'coco' in name])
+def test_coco_configs_have_no_test_time_augmentation(name):
+    """MMDetection's DetTTAModel refuses instance masks: tools/test.py --tta says so."""
+    cfg = load(name)
+    assert 'tta_model' not in cfg and 'tta_pipeline' not in cfg

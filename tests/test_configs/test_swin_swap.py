@@ -49,7 +49,7 @@ def test_readme_snippet_builds_nat_into_the_swin_config(scope, tmp_path):
             assert [f.shape[1] for f in features] == [256] * 5
         else:  # so do the heads
             assert model.decode_head(features).shape == (1, 150, 16, 16)
-            assert model.auxiliary_head(features).shape == (1, 150, 16, 16)
+            assert model.auxiliary_head(features).shape == (1, 150, 4, 4)  # stage 3: stride 16
 
 
 @pytest.mark.parametrize('scope', sorted(BASES))
@@ -60,6 +60,6 @@ def test_swap_without_delete_names_the_swin_arguments_and_the_fix(scope, tmp_pat
     with pytest.raises(ValueError) as error:
         build(naive, tmp_path)
     message = str(error.value)
-    for name in ('embed_dims', 'window_size', 'patch_size', 'strides', 'patch_norm'):
+    for name in ('embed_dims', 'window_size', 'patch_norm'):  # in both Swin configs
         assert name in message
     assert '_delete_=True' in message and 'in_channels' in message
