@@ -237,9 +237,11 @@ def peak_rss_growth(step):
     return _proc_status_bytes('VmHWM') - base
 
 
-def peak_memory(name, mode, shape, args, models, inputs):
-    """CUDA: measured in this process; CPU: in a fresh subprocess (peak RSS is per process)."""
-    if inputs.device.type == 'cuda':
+def peak_memory(name, mode, shape, args, models, inputs, fresh_process=True):
+    """CUDA: measured in this process; CPU: in a fresh subprocess (peak RSS is per process),
+    or with ``fresh_process=False`` in this one (quicker; memory freed earlier in this
+    process may be reused unseen)."""
+    if inputs.device.type == 'cuda' or not fresh_process:
         return peak_memory_here(models[name], inputs, mode, getattr(torch, args.dtype))
     probe = [sys.executable, __file__, '--memory-probe', json.dumps([name, mode, list(shape)]),
              '--dtype', args.dtype, '--drop-path', str(args.drop_path), '--swin', args.swin]
@@ -321,13 +323,14 @@ def check_targets(results, device_type):
     return passed, lines
 
 
-def describe(models, dtype, repeats, device, swin):
+def describe(models, dtype, repeats, device, swin, fresh_process):
     """The title lines: hardware, versions, what each model is."""
+    where = 'fresh process' if fresh_process else 'this process'
     lines = [f'backbone benchmark: {str(dtype).replace("torch.", "")}, {hardware_name(device)}, '
              f'torch {torch.__version__}; time: median of {repeats} interleaved repeats '
              f'({"CUDA events" if device.type == "cuda" else "perf_counter"}); memory: peak extra '
              'of one step after a warm-up step '
-             f'({"max_memory_allocated" if device.type == "cuda" else "peak RSS, fresh process"})']
+             f'({"max_memory_allocated" if device.type == "cuda" else "peak RSS, " + where})']
     for name, model in models.items():
         params = sum(p.numel() for p in model.parameters()) / 1e6
         source = f' ({swin_source(swin)})' if name == 'swin' else ''
@@ -336,9 +339,10 @@ def describe(models, dtype, repeats, device, swin):
     return lines
 
 
-def benchmark(args, emit=print):
+def benchmark(args, emit=print, fresh_process=True):
     """Measures every shape and mode of ``args`` (see ``parse_args``), passing the
-    lines of the report to ``emit``; returns (results, targets passed or None)."""
+    lines of the report to ``emit``; returns (results, targets passed or None).
+    ``fresh_process``: see ``peak_memory``."""
     dtype = getattr(torch, args.dtype)
     device = torch.device(args.device)
     results = {}
@@ -346,15 +350,15 @@ def benchmark(args, emit=print):
         models = {name: build_model(name, args.drop_path, shape, args.swin).to(device)
                   for name in args.models}
         if index == 0:
-            for line in describe(models, dtype, args.repeats, device, args.swin):
+            for line in describe(models, dtype, args.repeats, device, args.swin, fresh_process):
                 emit(line)
         inputs = make_inputs(shape, device)
         times = time_models(models, inputs, args.modes, dtype, args.repeats)
         for mode in args.modes:
             results[(shape, mode)] = dict(
                 time={name: times[(name, mode)] for name in models},
-                memory={name: peak_memory(name, mode, shape, args, models, inputs)
-                        for name in models})
+                memory={name: peak_memory(name, mode, shape, args, models, inputs,
+                                          fresh_process) for name in models})
         emit(f'  measured {shape_name(shape)}')
         del models, inputs
         if device.type == 'cuda':

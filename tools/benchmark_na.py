@@ -151,10 +151,11 @@ def peak_rss():
     return _proc_status_bytes('VmHWM')
 
 
-def peak_memory(impl, case, device, dtype):
-    """Peak extra bytes of one forward+backward: in this process on CUDA, in a
-    fresh subprocess on CPU (peak RSS is per process)."""
-    if device.type == 'cuda':
+def peak_memory(impl, case, device, dtype, fresh_process=True):
+    """Peak extra bytes of one forward+backward: in this process on CUDA; on CPU in a
+    fresh subprocess (peak RSS is per process), or with ``fresh_process=False`` in this
+    one (quicker; memory freed earlier in this process may be reused unseen)."""
+    if device.type == 'cuda' or not fresh_process:
         return peak_memory_here(impl, case, device, dtype)
     probe = [sys.executable, __file__, '--memory-probe', json.dumps([impl, case]),
              '--dtype', str(dtype).replace('torch.', '')]
@@ -162,10 +163,11 @@ def peak_memory(impl, case, device, dtype):
                .stdout.strip().splitlines()[-1])
 
 
-def measure_case(case, device, dtype, repeats):
+def measure_case(case, device, dtype, repeats, fresh_process=True):
     """{'time': {(impl, mode): s}, 'memory': {impl: bytes}} of one case."""
     return dict(time=time_case(case, device, dtype, repeats),
-                memory={impl: peak_memory(impl, case, device, dtype) for impl in IMPLEMENTATIONS})
+                memory={impl: peak_memory(impl, case, device, dtype, fresh_process)
+                        for impl in IMPLEMENTATIONS})
 
 
 def hardware_name(device):
@@ -175,12 +177,15 @@ def hardware_name(device):
     return f'CPU, {torch.get_num_threads()} threads'
 
 
-def table_header(device, dtype, repeats):
+def table_header(device, dtype, repeats, fresh_process=True):
     """The title line, the column header and the rule of the table."""
+    where = ''
+    if device.type != 'cuda':
+        where = f' (peak RSS, {"fresh" if fresh_process else "this"} process)'
     title = (f'neighbourhood attention, kernel 7, head_dim 32, {str(dtype).replace("torch.", "")}, '
              f'{hardware_name(device)}, torch {torch.__version__}; times: median of {repeats} '
              f'({"CUDA events" if device.type == "cuda" else "perf_counter"}); memory: peak extra '
-             'of one fwd+bwd')
+             f'of one fwd+bwd{where}')
     header = (f'{"case":34s} | {"fwd ref":>8s} {"fwd fast":>8s} {"speedup":>7s} | '
               f'{"f+b ref":>8s} {"f+b fast":>8s} {"speedup":>7s} | '
               f'{"mem ref":>9s} {"mem fast":>9s} {"ratio":>6s}')
@@ -198,15 +203,16 @@ def table_row(case, result):
             f'{mem["fast"] / max(mem["reference"], 1):6.3f}')
 
 
-def benchmark(cases, device, dtype, repeats, emit=print):
+def benchmark(cases, device, dtype, repeats, emit=print, fresh_process=True):
     """Measures ``cases`` and passes each line of the table to ``emit`` as soon as
-    it is known; returns {case: measure_case result}."""
+    it is known; returns {case: measure_case result}. ``fresh_process``: see
+    ``peak_memory``."""
     device = torch.device(device)
-    for line in table_header(device, dtype, repeats):
+    for line in table_header(device, dtype, repeats, fresh_process):
         emit(line)
     results = {}
     for case in cases:
-        results[case] = measure_case(case, device, dtype, repeats)
+        results[case] = measure_case(case, device, dtype, repeats, fresh_process)
         emit(table_row(case, results[case]))
     return results
 

@@ -338,9 +338,12 @@ def make_op_inputs(case, dtype, rpb_dtype, device, seed, logit_scale=1.0):
 
 
 def _qkv_grads(leaves):
-    """(dq, dk, dv, drpb) from the leaves of ``make_op_inputs``."""
+    """(dq, dk, dv, drpb) from the leaves of ``make_op_inputs`` (None where missing)."""
     if len(leaves) == 2:                         # packed qkv, rpb
-        dq, dk, dv = leaves[0].grad.permute(3, 0, 4, 1, 2, 5).unbind(0)
+        packed = leaves[0].grad
+        if packed is None:
+            return None, None, None, leaves[1].grad
+        dq, dk, dv = packed.permute(3, 0, 4, 1, 2, 5).unbind(0)
         return dq, dk, dv, leaves[1].grad
     return tuple(t.grad for t in leaves)
 
@@ -375,9 +378,10 @@ def op_check(attend, case, precision, device, seed=0, logit_scale=1.0):
     ref.backward(grad_out.double())
     expected = (ref.detach(), *(t.grad for t in ref_in))
     names = ('out', 'dq', 'dk', 'dv', 'drpb')
-    errors = {name: rel_max_error(g, e) for name, g, e in zip(names, got, expected)}
-    finite = all(bool(torch.isfinite(g).all()) for g in got)
-    grad_dtypes_ok = all(t.grad.dtype == t.dtype for t in leaves)
+    errors = {name: float('inf') if g is None else rel_max_error(g, e)  # inf: no gradient
+              for name, g, e in zip(names, got, expected)}
+    finite = all(bool(torch.isfinite(g).all()) for g in got if g is not None)
+    grad_dtypes_ok = all(t.grad is None or t.grad.dtype == t.dtype for t in leaves)
     return dict(errors=errors, finite=finite, grad_dtypes_ok=grad_dtypes_ok, tol=tol,
                 out_dtype=str(out.dtype).replace('torch.', ''))
 
@@ -520,11 +524,13 @@ def backbone_check(section, device, shape, variants):
 
 
 def bench_op(section, device, dtype, cases, repeats):
+    """tools/benchmark_na.py's table (on CPU with in-process memory peaks: quicker)."""
     import benchmark_na
-    benchmark_na.benchmark(cases, device, dtype, repeats, emit=section.line)
+    benchmark_na.benchmark(cases, device, dtype, repeats, emit=section.line, fresh_process=False)
 
 
-def bench_backbone(section, device, dtype, shapes, models, repeats):
+def bench_backbone(section, device, dtype, shapes, modes, models, repeats):
+    """tools/benchmark.py's table and targets (on CPU with in-process memory peaks)."""
     import benchmark
     if 'swin' in models:
         swin = benchmark.swin_source()
@@ -533,8 +539,8 @@ def bench_backbone(section, device, dtype, shapes, models, repeats):
             section.skip('Swin-T', 'neither mmseg (with mmcv ops) nor timm imports')
     args = benchmark.parse_args(['--device', device.type, '--dtype', dtype,
                                  '--repeats', str(repeats), '--shapes', *shapes,
-                                 '--models', *models])
-    _, passed = benchmark.benchmark(args, emit=section.line)
+                                 '--modes', *modes, '--models', *models])
+    _, passed = benchmark.benchmark(args, emit=section.line, fresh_process=False)
     if passed is not None:
         section.check(f'backbone targets ({device.type}, {dtype}; see the lines above)', passed)
 
@@ -615,13 +621,15 @@ def main(argv=None):
     device = torch.device('cpu' if args.dry_run else 'cuda')
     if args.dry_run:
         op_cases, large = SMALL_CASES, next(iter(SMALL_CASES.items()))
-        backbone_shape, bench_cases = (64, 64, 2), ['stage3@512 (B2 h8 32x32)']
-        bench_shapes, bench_models, repeats = ['32x32:1'], ['nat', 'floor'], 1
+        backbone_shape, bench_cases = (32, 32, 1), ['stage3@512 (B2 h8 32x32)']
+        bench_shapes, bench_modes = ['32x32:1'], ['train']
+        bench_models, repeats = ['nat', 'floor'], 1
     else:
         op_cases = {**SMALL_CASES, **NAT_CASES}
         large = next(iter(NAT_CASES.items()))
         backbone_shape, bench_cases = (512, 512, 2), None
-        bench_shapes, bench_models, repeats = ['512x512:2', '800x1344:2'], None, args.repeats
+        bench_shapes, bench_modes = ['512x512:2', '800x1344:2'], ['infer', 'train']
+        bench_models, repeats = None, args.repeats
 
     cv2_line = ensure_cv2_importable()
     with report.section('environment') as section:
@@ -638,6 +646,7 @@ def main(argv=None):
                                         bench_cases or list(benchmark_na.CASES), repeats)),
         'bench-backbone': (f'benchmark: backbones ({device.type}, bfloat16)',
                            lambda s: bench_backbone(s, device, 'bfloat16', bench_shapes,
+                                                    bench_modes,
                                                     bench_models or ['nat', 'swin', 'floor'],
                                                     repeats)),
     }
