@@ -96,8 +96,10 @@ PRECISIONS = {
 #: q and k are scaled by this in the large-logit check: logits (head_dim 32) reach ~±300,
 #: where exp() overflows float16 unless the softmax subtracts the row maximum.
 LARGE_LOGIT_SCALE = 8.0
-#: Backbone: relative L2 error bounds, bfloat16 autocast vs float32, outputs and gradients.
-BACKBONE_TOL = dict(outputs=3e-2, grads=6e-2)
+#: Backbone: relative L2 error bounds, bfloat16 autocast vs float32, outputs and gradients
+#: (CPU bfloat16 autocast measured 1.6e-2 and 1.4e-2 for NAT-T at 64x64; a wrong operator
+#: gives errors of order 1).
+BACKBONE_TOL = dict(outputs=5e-2, grads=1e-1)
 DEMO_TASKS = {  # task -> --cfg-options of tools/demo.py for a few iterations with AMP
     'seg': ['train_cfg.max_iters=20', 'train_cfg.val_interval=20',
             'default_hooks.checkpoint.interval=20', 'default_hooks.logger.interval=5',
