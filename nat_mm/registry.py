@@ -1,48 +1,23 @@
-"""Registration glue: the one place that puts nat_mm's models into the
-MMDetection and MMSegmentation registries.
+"""The one place that registers nat_mm's models.
 
-The operator and backbone modules never import mmdet/mmseg; they only need
-torch and mmengine. This module registers them into the downstream registries
-when those packages are installed.
+They go into MMEngine's root ``MODELS`` registry. Every OpenMMLab 2.x library
+(mmdet, mmseg, mmpose, mmrotate, mmpretrain, ...) creates its ``MODELS`` as a
+child of that root, and a child registry that does not know a type looks it up
+in its parent, so ``type='NAT'`` builds from any of them without nat_mm
+importing (or even knowing) the library.
 """
-import importlib
-import importlib.util
-import warnings
+from mmengine.registry import MODELS
 
-#: Downstream packages whose ``<package>.registry.MODELS`` receives nat_mm's models.
-DOWNSTREAM_PACKAGES = ('mmdet', 'mmseg')
+from .models import NAT
+
+#: Registry key -> class, for every model nat_mm provides.
+NAT_MODELS = {'NAT': NAT}
 
 
-def downstream_model_registries():
-    """``{package: MODELS}`` for each downstream package that is installed.
+def register_models(registry=MODELS):
+    """Register :data:`NAT_MODELS` into ``registry`` (default: MMEngine's root ``MODELS``).
 
-    A package that is installed but fails to import (e.g. mmcv without its
-    compiled ops) is skipped with a warning that says why.
+    Runs on ``import nat_mm``; registering again replaces the entries (no error).
     """
-    registries = {}
-    for package in DOWNSTREAM_PACKAGES:
-        if importlib.util.find_spec(package) is None:
-            continue
-        try:
-            registries[package] = importlib.import_module(f'{package}.registry').MODELS
-        except Exception as exc:  # noqa: BLE001 - report any import failure
-            warnings.warn(f'nat_mm: {package} is installed but {package}.registry failed to '
-                          f'import ({exc!r}); nat_mm models are not registered there.')
-    return registries
-
-
-def register_model(cls, name=None):
-    """Register ``cls`` into every installed downstream ``MODELS`` registry.
-
-    Args:
-        cls: the model class.
-        name: registry key, default ``cls.__name__``.
-
-    Returns:
-        The list of package names it was registered into.
-    """
-    registered = []
-    for package, registry in downstream_model_registries().items():
-        registry.register_module(name=name or cls.__name__, module=cls, force=True)
-        registered.append(package)
-    return registered
+    for name, cls in NAT_MODELS.items():
+        registry.register_module(name=name, module=cls, force=True)

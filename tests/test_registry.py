@@ -1,76 +1,71 @@
-"""nat_mm.registry puts models into mmdet's and mmseg's MODELS, and nat_mm
-(operator and backbone) needs neither of them, nor mmcv, to import."""
+"""nat_mm registers its models into MMEngine's root MODELS, where mmdet's and mmseg's
+registries find them by parent lookup; ``import nat_mm`` imports neither of them, nor mmcv,
+and works without them."""
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
-from torch import nn
+from mmengine.registry import MODELS
 
-from nat_mm.registry import register_model
+import nat_mm
+from nat_mm.registry import register_models
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-class RegistryProbe(nn.Module):
-
-    def __init__(self, width=1):
-        super().__init__()
-        self.width = width
-
-
-def test_register_model_builds_through_mmdet_and_mmseg():
-    from mmdet.registry import MODELS as MMDET_MODELS
-    from mmseg.registry import MODELS as MMSEG_MODELS
-
-    assert register_model(RegistryProbe, name='NatMmRegistryProbe') == ['mmdet', 'mmseg']
-
-    for registry in (MMDET_MODELS, MMSEG_MODELS):
-        model = registry.build(dict(type='NatMmRegistryProbe', width=3))
-        assert type(model) is RegistryProbe
-        assert model.width == 3
-
-
-def test_register_model_defaults_to_the_class_name():
-    from mmdet.registry import MODELS as MMDET_MODELS
-    from mmseg.registry import MODELS as MMSEG_MODELS
-
-    class NatMmDefaultNameProbe(RegistryProbe):
-        pass
-
-    register_model(NatMmDefaultNameProbe)
-    assert MMDET_MODELS.get('NatMmDefaultNameProbe') is NatMmDefaultNameProbe
-    assert MMSEG_MODELS.get('NatMmDefaultNameProbe') is NatMmDefaultNameProbe
-
-
 def run_python(code):
+    """Run ``code`` in a fresh interpreter (nothing imported yet); its stdout."""
     result = subprocess.run([sys.executable, '-c', textwrap.dedent(code)], cwd=REPO_ROOT,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     return result.stdout
 
 
-def test_importing_nat_mm_alone_registers_the_backbone():
+def test_nat_is_in_the_root_registry():
+    assert MODELS.scope == 'mmengine' and MODELS.parent is None
+    assert MODELS.get('NAT') is nat_mm.NAT
+
+
+def test_register_models_into_another_registry():
+    from mmengine.registry import Registry
+    registry = Registry('probe')
+    register_models(registry)
+    model = registry.build(dict(type='NAT', arch='mini', out_indices=(3, )))
+    assert type(model) is nat_mm.NAT and model.out_indices == (3, )
+    register_models(registry)  # again: replaces, no error
+    assert registry.get('NAT') is nat_mm.NAT
+
+
+def test_import_leaves_mmdet_mmseg_mmcv_out_and_both_registries_build_nat():
     """What ``custom_imports=dict(imports=['nat_mm'])`` in a config relies on."""
     output = run_python('''
+        import sys
         import nat_mm
+        downstream = ('mmcv', 'mmdet', 'mmseg')
+        print('imported:', sorted({name.split('.')[0] for name in sys.modules}
+                                  & set(downstream)))
+
+        from mmengine.registry import init_default_scope
         from mmdet.registry import MODELS as MMDET_MODELS
         from mmseg.registry import MODELS as MMSEG_MODELS
-        assert MMDET_MODELS.get('NAT') is nat_mm.NAT
-        assert MMSEG_MODELS.get('NAT') is nat_mm.NAT
-        print('ok')
+        assert MMDET_MODELS.parent.scope == MMSEG_MODELS.parent.scope == 'mmengine'
+        for scope, registry in (('mmdet', MMDET_MODELS), ('mmseg', MMSEG_MODELS)):
+            init_default_scope(scope)  # as a config's default_scope does
+            model = registry.build(dict(type='NAT', arch='mini', out_indices=(1, 2)))
+            assert type(model) is nat_mm.NAT, type(model)
+            assert model.out_indices == (1, 2)
+        print('built')
     ''')
-    assert output.strip().endswith('ok')
+    assert output.split('\n')[:2] == ['imported: []', 'built']
 
 
 def test_nat_mm_needs_only_torch_and_mmengine():
     """mmcv, mmdet and mmseg made unimportable, as if not installed: a ``None``
-    entry in sys.modules makes ``import`` raise ModuleNotFoundError and
-    ``importlib.util.find_spec`` return None."""
+    entry in sys.modules makes ``import`` raise ModuleNotFoundError."""
     output = run_python('''
         import sys
-        BLOCKED = ('mmcv', 'mmdet', 'mmseg')
-        for name in BLOCKED:
+        for name in ('mmcv', 'mmdet', 'mmseg'):
             sys.modules[name] = None
         try:
             import mmdet  # noqa: F401
@@ -81,16 +76,11 @@ def test_nat_mm_needs_only_torch_and_mmengine():
 
         import torch
         import nat_mm
-        import nat_mm.ops
-        from nat_mm.models import NAT  # noqa: F401
-        from nat_mm.registry import register_model
-
-        assert register_model(type('Probe', (), {})) == []
+        from mmengine.registry import MODELS
+        model = MODELS.build(dict(type='NAT', arch='mini'))
         query = torch.randn(1, 2, 7, 7, 4)
-        assert nat_mm.ops.na2d(query, query, query, kernel_size=7).shape == query.shape
-        leaked = [name for name, module in sys.modules.items()
-                  if name.split('.')[0] in BLOCKED and module is not None]
-        assert not leaked, leaked
+        assert nat_mm.na2d(query, query, query, kernel_size=7).shape == query.shape
+        assert [f.shape[1] for f in model(torch.randn(1, 3, 32, 32))] == [64, 128, 256, 512]
         print('ok')
     ''')
-    assert output.strip().endswith('ok')
+    assert output.strip() == 'ok'

@@ -1,17 +1,22 @@
-"""Convert an official NAT checkpoint into a backbone checkpoint for nat_mm.
+"""Convert an official NAT / DiNAT checkpoint into a backbone checkpoint for nat_mm.
 
 Usage:
     python tools/convert_checkpoint.py checkpoints/nat_tiny.pth checkpoints/nat_tiny_backbone.pth \
         --arch tiny
+    # the ImageNet-22k DiNAT-L weights (kernel 7) for the kernel-11 Mask2Former backbone
+    python tools/convert_checkpoint.py checkpoints/dinat_large_in22k_224.pth \
+        checkpoints/dinat_large_k11_backbone.pth --arch large --kernel-size 11
 
 SRC may be a published classification checkpoint (raw state dict, or wrapped in
 'model' / 'state_dict', with optional 'module.' / 'backbone.' prefixes). DST is
 written as ``{'state_dict': <backbone tensors, unprefixed>, 'meta': {...}}``
-without the classification ``head``/``norm``; the output norms ``norm{i}`` are
+without the classification ``head``/``norm`` (1000 or, for the ImageNet-22k
+DiNAT-L, 21841 classes); the output norms ``norm{i}`` are
 not in it (the model initialises them). Load it with
 ``model.backbone.init_cfg=dict(type='Pretrained', checkpoint=DST)``.
 The conversion is checked against NAT(arch): a checkpoint of another variant
-is refused with the mismatching keys.
+is refused with the mismatching keys (or widths). DiNAT dilations add no
+parameters: convert DiNAT weights with the arch of the same size.
 """
 import argparse
 import os
@@ -31,7 +36,8 @@ def parse_args(argv=None):
     parser.add_argument('src', help='official NAT checkpoint (e.g. checkpoints/nat_tiny.pth)')
     parser.add_argument('dst', help='output backbone checkpoint')
     parser.add_argument('--arch', default='tiny', choices=sorted(ARCH_SETTINGS),
-                        help='NAT variant the checkpoint belongs to (default: tiny)')
+                        help="NAT / DiNAT variant the checkpoint belongs to ('large': DiNAT-L; "
+                             'default: tiny)')
     parser.add_argument('--kernel-size', type=int, default=7,
                         help='kernel size of the target model; rpb tables are resized '
                              'bicubically when it differs from the checkpoint (default: 7)')

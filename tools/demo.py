@@ -50,6 +50,9 @@ def parse_args(argv=None):
                         'written (default: the config\'s, data/demo_ade or data/demo_coco)')
     parser.add_argument('--num-pictures', type=int, default=4,
                         help='validation images drawn in the picture')
+    parser.add_argument('--seed', type=int,
+                        help='training seed (initialisation, augmentation, drop path); '
+                        'default: the config\'s randomness.seed. The dataset stays the same.')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config entries, key=value (e.g. train_cfg.max_iters=50)')
     return parser.parse_args(argv)
@@ -71,6 +74,8 @@ def build_config(args):
         cfg.merge_from_dict(args.cfg_options)
     if args.data_root:
         set_data_root(cfg, args.data_root)
+    if args.seed is not None:
+        cfg.randomness = dict(cfg.get('randomness', {}), seed=args.seed)
     cfg.work_dir = args.work_dir or osp.join('work_dirs', f'demo_{args.task}')
     adapt_config_to_device(cfg)
     return cfg

@@ -3,8 +3,8 @@
 MMEngine's ``FlopAnalyzer`` traces a model and counts convolutions and
 linears (one multiply-add = one "flop"), but it cannot see inside the
 neighbourhood attention (fused SDPA and custom autograd functions have no
-handle). While counting, this tool routes the ``na2d`` call of
-:class:`nat_mm.NeighborhoodAttention2D` through :class:`NeighborhoodAttentionOp`,
+handle). While counting, this tool runs every ``na2d`` call (through the
+backend seam, as backend 'flop_count') as :class:`NeighborhoodAttentionOp`,
 an autograd Function that the tracer records as one opaque node, and registers
 :func:`neighborhood_attention_flop_handle` for that node: per layer
 ``2 * B * N * K^2 * C`` multiply-adds (QK and AV), where N = H * W of the map
@@ -31,7 +31,6 @@ Examples::
     python tools/get_flops.py configs/upernet_nat_tiny_ade20k.py --backbone-only --shape 512 512
 """
 import argparse
-import contextlib
 import math
 import sys
 from collections import Counter
@@ -48,9 +47,9 @@ from mmengine.utils import import_modules_from_strings
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import nat_mm.ops.module as na_module  # noqa: E402
 from nat_mm import NAT  # noqa: E402
-from nat_mm.ops import na2d  # noqa: E402
+from nat_mm.ops import na2d, na_backend  # noqa: E402
+from nat_mm.ops.functional import register_backend  # noqa: E402
 
 #: The name under which the tracer records :class:`NeighborhoodAttentionOp`.
 NA_NODE_KIND = 'prim::PythonOp.NeighborhoodAttentionOp'
@@ -76,28 +75,25 @@ class NeighborhoodAttentionOp(torch.autograd.Function):
         tracing_state = torch._C._get_tracing_state()
         torch._C._set_tracing_state(None)
         try:
-            return na2d(query, key, value, kernel_size, dilation, rpb, scale, dropout_p)
+            with na_backend(None):      # the device's backend, not this one again
+                return na2d(query, key, value, kernel_size, dilation, rpb, scale, dropout_p)
         finally:
             torch._C._set_tracing_state(tracing_state)
 
 
-def _na2d_as_one_node(query, key, value, kernel_size, dilation=1, rpb=None, scale=None,
-                      dropout_p=0.0):
+def _na2d_as_one_node(query, key, value, kernel_size, dilation, rpb, scale, dropout_p):
     window = query.new_empty((0, kernel_size, kernel_size))
     return NeighborhoodAttentionOp.apply(query, key, value, window, kernel_size, dilation, rpb,
                                          scale, dropout_p)
 
 
-@contextlib.contextmanager
+register_backend('flop_count', _na2d_as_one_node)
+
+
 def neighborhood_attention_as_one_node():
-    """Within the block, :class:`nat_mm.NeighborhoodAttention2D` calls
-    :class:`NeighborhoodAttentionOp` (same results) instead of ``na2d``."""
-    original = na_module.na2d
-    na_module.na2d = _na2d_as_one_node
-    try:
-        yield
-    finally:
-        na_module.na2d = original
+    """Within the block, every ``na2d`` call runs as :class:`NeighborhoodAttentionOp`
+    (same results), through the backend seam."""
+    return na_backend('flop_count')
 
 
 def neighborhood_attention_flop_handle(inputs, outputs):

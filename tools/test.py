@@ -7,6 +7,7 @@ Examples:
     python tools/test.py configs/upernet_nat_tiny_ade20k.py work_dirs/x/iter_160000.pth
     python tools/test.py configs/mask_rcnn_nat_tiny_coco.py CHECKPOINT --out results.pkl
     python tools/test.py CONFIG CHECKPOINT --show-dir vis    # pictures of the predictions
+    python tools/test.py configs/upernet_nat_tiny_ade20k.py CHECKPOINT --tta   # multi-scale + flip
     bash tools/dist_test.sh CONFIG CHECKPOINT 8
 """
 import argparse
@@ -29,6 +30,10 @@ def parse_args(argv=None):
                         '<work dir>/<timestamp>/SHOW_DIR, segmentation into SHOW_DIR/vis_data')
     parser.add_argument('--out', help='keep the predictions: detection as a .pkl file, '
                         'segmentation as label-map PNGs in this folder')
+    parser.add_argument('--tta', action='store_true',
+                        help='test-time augmentation: the config\'s tta_pipeline as the test '
+                        'pipeline and its tta_model around the model (ADE20K configs: scales '
+                        '0.5-1.75 and flip, as published)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config entries, key=value')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none',
@@ -66,9 +71,25 @@ def save_predictions(cfg, out):
         cfg.test_evaluator.keep_results = True
 
 
+def enable_tta(cfg):
+    """Test with the config's ``tta_pipeline``, merging the augmented predictions with its
+    ``tta_model`` (which wraps the model), as mmdet's and mmseg's own test tools do."""
+    missing = [key for key in ('tta_model', 'tta_pipeline') if key not in cfg]
+    if missing:
+        raise ValueError(
+            f'--tta needs {" and ".join(missing)} in the config {cfg.filename}: '
+            "tta_model (e.g. dict(type='SegTTAModel') or dict(type='DetTTAModel', ...)) "
+            'merges the predictions, tta_pipeline (a TestTimeAug pipeline) makes the '
+            'augmented images; add them to the config or test without --tta')
+    cfg.model = dict(cfg.tta_model, module=cfg.model)
+    cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+
+
 def build_config(args):
     cfg = load_config(args.config, args.launcher, args.cfg_options, args.work_dir)
     cfg.load_from = args.checkpoint
+    if args.tta:
+        enable_tta(cfg)
     if args.show_dir:
         enable_visualization(cfg, args.show_dir)
     if args.out:

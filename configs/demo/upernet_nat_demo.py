@@ -5,7 +5,7 @@
 _base_ = '../upernet_nat_mini_ade20k.py'
 
 # Arguments of nat_mm.datasets.generate_ade20k_like (tools/demo.py, tools/make_demo_data.py).
-demo_data = dict(num_train=96, num_val=16, image_size=(128, 128), max_shapes=5, seed=0)
+demo_data = dict(num_train=96, num_val=32, image_size=(128, 128), max_shapes=5, seed=0)
 data_root = 'data/demo_ade'
 # Label 0 of the synthetic maps is the unlabeled outline of each shape (ignored).
 metainfo = dict(

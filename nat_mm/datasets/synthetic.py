@@ -88,10 +88,17 @@ def _shape_polygon(rng, category, centre, radius):
     return points @ np.array([[cos, sin], [-sin, cos]]) + centre
 
 
-def _sample_shapes(rng, height, width, max_shapes):
-    """1..max_shapes shapes in non-overlapping circles inside the image."""
+def _sample_shapes(rng, height, width, max_shapes, balanced=False):
+    """1..max_shapes shapes in non-overlapping circles inside the image.
+
+    ``balanced``: the classes follow each other in a cycle from a random first one, so each
+    image holds at most one shape more of one class than of another, instead of
+    independent draws (which left seed 0's demo training set with 48 triangles against 78
+    ellipses).
+    """
     shapes, circles = [], []
     target = int(rng.integers(1, max_shapes + 1))
+    first = int(rng.integers(len(SHAPE_CLASSES))) if balanced else None
     short_side = min(height, width)
     for _ in range(20 * target):
         if len(shapes) == target:
@@ -101,7 +108,10 @@ def _sample_shapes(rng, height, width, max_shapes):
         if any(np.hypot(*(centre - c)) < radius + r + 3 for c, r in circles):
             continue
         circles.append((centre, radius))
-        category = int(rng.integers(len(SHAPE_CLASSES)))
+        if balanced:
+            category = (first + len(shapes)) % len(SHAPE_CLASSES)
+        else:
+            category = int(rng.integers(len(SHAPE_CLASSES)))
         shapes.append(Shape(category, _shape_polygon(rng, category, centre, radius)))
     return shapes
 
@@ -120,13 +130,13 @@ def _background(rng, height, width):
     return base + 18 * smooth + 12 * stripes[..., None]
 
 
-def render_scene(rng, height, width, max_shapes=4):
-    """Draw one scene.
+def render_scene(rng, height, width, max_shapes=4, balanced=False):
+    """Draw one scene (``balanced``: see :func:`_sample_shapes`).
 
     Returns:
         (image, shapes): image (H, W, 3) uint8 RGB and the list of :class:`Shape`.
     """
-    shapes = _sample_shapes(rng, height, width, max_shapes)
+    shapes = _sample_shapes(rng, height, width, max_shapes, balanced)
     canvas = Image.fromarray(np.clip(_background(rng, height, width), 0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(canvas)
     for shape in shapes:
@@ -192,7 +202,7 @@ def _check_arguments(num_train, num_val, image_size, max_shapes):
 
 
 def generate_ade20k_like(root, num_train=64, num_val=16, image_size=(128, 128), max_shapes=4,
-                         seed=0):
+                         seed=0, balanced=True):
     """Write a synthetic dataset in the ADE20K layout under ``root``.
 
     Does nothing when ``root`` already holds a complete dataset generated with
@@ -205,13 +215,17 @@ def generate_ade20k_like(root, num_train=64, num_val=16, image_size=(128, 128), 
         image_size: (height, width).
         max_shapes: at most this many shapes per image (at least one).
         seed: random seed.
+        balanced: cycle the shape classes within each image instead of drawing each
+            independently, so every class gets about a third of the shapes (see
+            :func:`_sample_shapes`).
 
     Returns:
         ``root`` as a string.
     """
     _check_arguments(num_train, num_val, image_size, max_shapes)
     arguments = dict(format='ade20k', num_train=num_train, num_val=num_val,
-                     image_size=list(image_size), max_shapes=max_shapes, seed=seed)
+                     image_size=list(image_size), max_shapes=max_shapes, seed=seed,
+                     balanced=balanced)
     if _prepare_root(root, arguments, ('images', 'annotations')):
         return str(root)
     height, width = image_size
@@ -223,7 +237,7 @@ def generate_ade20k_like(root, num_train=64, num_val=16, image_size=(128, 128), 
         label_dir.mkdir(parents=True, exist_ok=True)
         for index in range(count):
             image, shapes = render_scene(_scene_rng(seed, split, index), height, width,
-                                         max_shapes)
+                                         max_shapes, balanced)
             stem = f'{prefix}{index + 1:08d}'
             Image.fromarray(image).save(image_dir / f'{stem}.jpg', quality=95)
             Image.fromarray(semantic_label(shapes, height, width)).save(label_dir / f'{stem}.png')
@@ -299,3 +313,94 @@ def generate_demo_data(cfg, root=None, **overrides):
     arguments.update({key: value for key, value in overrides.items() if value is not None})
     generate = GENERATOR_BY_SCOPE[cfg.default_scope]
     return generate(root or cfg.train_dataloader.dataset.data_root, **arguments)
+
+
+#: Category of the panoptic "stuff" segment (everything that is not a shape).
+PANOPTIC_STUFF_CLASSES = ('background', )
+#: Segment id of the background in every panoptic PNG; shape ``k`` (0-based) has id ``k + 1``.
+PANOPTIC_BACKGROUND_ID = 1000
+
+
+def panoptic_segment_ids(shapes, height, width):
+    """COCO-panoptic segment ids (H, W) int64 of a scene.
+
+    Shape ``k`` of ``shapes`` is segment ``k + 1``, the background
+    :data:`PANOPTIC_BACKGROUND_ID`; the 1-pixel outline of each shape is 0
+    (void, not part of any segment), as in :func:`semantic_label`.
+    """
+    ids = Image.new('I', (width, height), PANOPTIC_BACKGROUND_ID)
+    draw = ImageDraw.Draw(ids)
+    for index, shape in enumerate(shapes):
+        vertices = [tuple(p) for p in shape.polygon]
+        draw.polygon(vertices, fill=index + 1)
+        draw.line(vertices + vertices[:1], fill=0, width=1)
+    return np.asarray(ids, dtype=np.int64)
+
+
+def segment_ids_to_rgb(ids):
+    """COCO-panoptic PNG colours (H, W, 3) uint8 of segment ids: id = R + 256 G + 256^2 B."""
+    return np.stack([ids % 256, ids // 256 % 256, ids // 256 ** 2 % 256], axis=-1).astype(np.uint8)
+
+
+def _bbox_of_mask(mask):
+    rows, cols = np.nonzero(mask)
+    return [int(cols.min()), int(rows.min()), int(cols.max() - cols.min() + 1),
+            int(rows.max() - rows.min() + 1)]
+
+
+def _coco_panoptic_split(root, split, count, seed, image_size, max_shapes):
+    height, width = image_size
+    image_dir = Path(root) / f'{split}2017'
+    png_dir = Path(root) / 'annotations' / f'panoptic_{split}2017'
+    image_dir.mkdir(parents=True, exist_ok=True)
+    png_dir.mkdir(parents=True, exist_ok=True)
+    stuff_category = len(SHAPE_CLASSES) + 1
+    images, annotations = [], []
+    for index in range(count):
+        image, shapes = render_scene(_scene_rng(seed, split, index), height, width, max_shapes)
+        image_id = index + 1
+        stem = f'{image_id:012d}'
+        Image.fromarray(image).save(image_dir / f'{stem}.jpg', quality=95)
+        ids = panoptic_segment_ids(shapes, height, width)
+        Image.fromarray(segment_ids_to_rgb(ids)).save(png_dir / f'{stem}.png')
+        categories = [shape.category + 1 for shape in shapes] + [stuff_category]
+        segments = []
+        for segment_id, category_id in zip(list(range(1, len(shapes) + 1))
+                                           + [PANOPTIC_BACKGROUND_ID], categories):
+            mask = ids == segment_id
+            if mask.any():
+                segments.append(dict(id=segment_id, category_id=category_id,
+                                     area=int(mask.sum()), bbox=_bbox_of_mask(mask), iscrowd=0))
+        images.append(dict(id=image_id, file_name=f'{stem}.jpg', height=height, width=width))
+        annotations.append(dict(image_id=image_id, file_name=f'{stem}.png',
+                                segments_info=segments))
+    categories = [dict(id=i + 1, name=name, supercategory='shape', isthing=1)
+                  for i, name in enumerate(SHAPE_CLASSES)]
+    categories += [dict(id=stuff_category + i, name=name, supercategory='stuff', isthing=0)
+                   for i, name in enumerate(PANOPTIC_STUFF_CLASSES)]
+    return dict(images=images, annotations=annotations, categories=categories)
+
+
+def generate_coco_panoptic_like(root, num_train=64, num_val=16, image_size=(128, 128),
+                                max_shapes=4, seed=0):
+    """Write a synthetic panoptic-segmentation dataset in the COCO-panoptic layout under ``root``.
+
+    ``{train,val}2017/*.jpg``, ``annotations/panoptic_{train,val}2017.json`` and
+    the segment PNGs ``annotations/panoptic_{train,val}2017/*.png`` (colour
+    R + 256 G + 256^2 B = segment id, 0 = void). Things: :data:`SHAPE_CLASSES`
+    (category ids 1..3, one segment per shape); stuff:
+    :data:`PANOPTIC_STUFF_CLASSES` (id 4, the rest of the image). The scenes are
+    those of :func:`generate_coco_like` with the same seed. Same arguments and
+    skip-if-complete behaviour as :func:`generate_ade20k_like`.
+    """
+    _check_arguments(num_train, num_val, image_size, max_shapes)
+    arguments = dict(format='coco_panoptic', num_train=num_train, num_val=num_val,
+                     image_size=list(image_size), max_shapes=max_shapes, seed=seed)
+    if _prepare_root(root, arguments, ('train2017', 'val2017', 'annotations')):
+        return str(root)
+    for split, count in (('train', num_train), ('val', num_val)):
+        panoptic = _coco_panoptic_split(root, split, count, seed, image_size, max_shapes)
+        with open(osp.join(root, 'annotations', f'panoptic_{split}2017.json'), 'w') as file:
+            json.dump(panoptic, file)
+    _mark_complete(root, arguments)
+    return str(root)

@@ -10,7 +10,12 @@ into a backbone state dict:
   detector/segmentor; only its backbone tensors are kept);
 - classification-only ``head.*`` and ``norm.*`` are dropped;
 - relative position bias tables are resized bicubically when the model's
-  kernel size differs.
+  kernel size differs (one log line says so): e.g. the 7x7 DiNAT-L ImageNet-22k
+  weights into the kernel-11 Mask2Former backbone.
+
+The ImageNet-22k DiNAT-L files (``dinat_large_in22k_224.pth``, 21841-class head,
+and its 22k->1k fine-tuned sibling, 1000 classes) load like the others: the
+head is dropped whatever its number of classes.
 
 :func:`load_pretrained` (used by ``NAT.init_weights`` for
 ``init_cfg=dict(type='Pretrained', checkpoint=...)``) validates the result
@@ -18,6 +23,7 @@ against the model and refuses partial loads.
 """
 import os.path as osp
 import re
+from collections import Counter
 
 import torch
 import torch.nn.functional as F
@@ -34,10 +40,13 @@ BACKBONE_PREFIX = 'backbone.'
 OUTPUT_NORM_KEY = re.compile(r'^norm\d+\.')
 
 HOW_TO_GET_CHECKPOINTS = (
-    'Download the published ImageNet-1k classification checkpoints nat_mini.pth, nat_tiny.pth, '
-    'nat_small.pth or nat_base.pth from the official Neighborhood Attention Transformer project '
-    '(SHI-Labs/Neighborhood-Attention-Transformer, classification checkpoints) and put them under '
-    'checkpoints/, or train from scratch with --cfg-options model.backbone.init_cfg=None')
+    'Download the published classification checkpoints (nat_{mini,tiny,small,base}.pth, '
+    'dinat_{mini,tiny,small,base}_in1k_224.pth, dinat_large_in22k_224.pth) from the official '
+    'Neighborhood Attention Transformer project (SHI-Labs/Neighborhood-Attention-Transformer, '
+    'classification checkpoints) and put them under checkpoints/, or train from scratch with '
+    '--cfg-options model.backbone.init_cfg=None')
+#: The checkpoint tensor whose first dimension is the model's embed_dim C.
+WIDTH_KEY = 'patch_embed.proj.1.weight'
 
 
 def unwrap_state_dict(checkpoint):
@@ -125,13 +134,48 @@ def convert_checkpoint(checkpoint, model, prefix=None):
     dropped += [key for key in state_dict if key.startswith(CLASSIFICATION_ONLY_PREFIXES)]
     state_dict = {key: value for key, value in state_dict.items()
                   if not key.startswith(CLASSIFICATION_ONLY_PREFIXES)}
-    model_state = model.state_dict()
+    resized = _resize_rpb_tables(state_dict, model.state_dict())
+    if resized:
+        (old, new), count = resized.most_common(1)[0]
+        print_log(
+            f'NAT: resized {sum(resized.values())} relative position bias tables (bicubic) '
+            f'from {_describe_rpb(old)} in the checkpoint to the model\'s {_describe_rpb(new)}'
+            + ('' if len(resized) == 1 else f' (and {len(resized) - 1} other size pairs)'),
+            logger='current')
+    return state_dict, dropped
+
+
+def _describe_rpb(size):
+    return f'{size}x{size} (kernel {(size + 1) // 2})'
+
+
+def _resize_rpb_tables(state_dict, model_state):
+    """Resize, in place, the rpb tables whose kernel size differs from the model's.
+
+    A table of the model's number of heads is resizable when it is a square
+    (heads, 2K-1, 2K-1); tables with other head counts are left for
+    :func:`check_state_dict` (they come from another variant).
+
+    Returns:
+        Counter of (checkpoint size, model size) -> number of resized tables.
+    """
+    resized = Counter()
     for key, value in state_dict.items():
         target = model_state.get(key)
-        if (key.endswith('attn.rpb') and target is not None and value.dim() == 3
-                and target.shape[0] == value.shape[0] and target.shape != value.shape):
-            state_dict[key] = resize_rpb(value, (target.shape[-1] + 1) // 2)
-    return state_dict, dropped
+        if not key.endswith('attn.rpb') or target is None or value.shape == target.shape:
+            continue
+        if value.dim() and value.shape[0] != target.shape[0]:
+            continue
+        if value.dim() != 3 or value.shape[1] != value.shape[2] or value.shape[1] % 2 == 0:
+            raise ValueError(
+                f'checkpoint tensor {key} has shape {tuple(value.shape)}: it cannot be resized '
+                f"to the model's {tuple(target.shape)} (kernel {(target.shape[-1] + 1) // 2}), "
+                'because a relative position bias table must be (heads, 2K-1, 2K-1) with an odd '
+                'square size. Use a checkpoint of NAT/DiNAT classification weights (any kernel '
+                'size) or one converted with tools/convert_checkpoint.py')
+        state_dict[key] = resize_rpb(value, (target.shape[-1] + 1) // 2)
+        resized[(value.shape[-1], target.shape[-1])] += 1
+    return resized
 
 
 def checkpoint_filter_fn(checkpoint, model):
@@ -168,6 +212,7 @@ def check_state_dict(state_dict, model, source, strict=True):
         (missing, unexpected) key lists.
     """
     model_state = model.state_dict()
+    _check_width(state_dict, model_state, source)
     mismatched = [(key, tuple(value.shape), tuple(model_state[key].shape))
                   for key, value in state_dict.items()
                   if key in model_state and value.shape != model_state[key].shape]
@@ -189,6 +234,24 @@ def check_state_dict(state_dict, model, source, strict=True):
             f'({summarize_keys(unexpected)}). {arch_hint} (Pass strict=False in the Pretrained '
             'init_cfg to load the matching part anyway.)')
     return missing, unexpected
+
+
+def _check_width(state_dict, model_state, source):
+    """Refuse a checkpoint of another embed_dim, naming both widths and the archs of that width."""
+    if WIDTH_KEY not in state_dict or WIDTH_KEY not in model_state:
+        return
+    ckpt_width, model_width = state_dict[WIDTH_KEY].shape[0], model_state[WIDTH_KEY].shape[0]
+    if ckpt_width == model_width:
+        return
+    from .backbones.nat import ARCH_SETTINGS  # here: nat.py imports this module
+    archs = [name for name, settings in ARCH_SETTINGS.items()
+             if settings['embed_dim'] == ckpt_width]
+    hint = (f"arch {' or '.join(repr(a) for a in archs)} has that width" if archs
+            else 'no published arch has that width')
+    raise ValueError(
+        f'{source} is for another width: its embed_dim is {ckpt_width} ({WIDTH_KEY} '
+        f'{tuple(state_dict[WIDTH_KEY].shape)}), the model\'s is {model_width}. Use the '
+        f'checkpoint of the model\'s variant, or build the model for this checkpoint ({hint}).')
 
 
 def _describe_arch(model):

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from nat_mm.datasets import (SEG_CLASSES, SHAPE_CLASSES, generate_ade20k_like,
-                             generate_coco_like)
+                             generate_coco_like, render_scene)
 
 SIZE = (48, 64)  # (height, width)
 
@@ -116,3 +116,15 @@ def test_refuses_a_foreign_non_empty_folder(tmp_path):
 def test_bad_arguments(tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
         generate_ade20k_like(tmp_path, **kwargs)
+
+
+def test_balanced_scenes_cycle_the_classes():
+    totals = np.zeros(len(SHAPE_CLASSES), int)
+    for index in range(96):
+        _, shapes = render_scene(np.random.default_rng([0, index]), 128, 128, max_shapes=5,
+                                 balanced=True)
+        counts = np.bincount([shape.category for shape in shapes],
+                             minlength=len(SHAPE_CLASSES))
+        assert counts.max() - counts.min() <= 1, counts
+        totals += counts
+    assert totals.min() >= 0.9 * totals.mean(), totals

@@ -20,15 +20,16 @@ OFFICIAL = {
     'tiny': (64, (3, 4, 18, 5), (2, 4, 8, 16), 3, False),
     'small': (96, (3, 4, 18, 5), (3, 6, 12, 24), 2, True),
     'base': (128, (3, 4, 18, 5), (4, 8, 16, 32), 2, True),
+    'large': (192, (3, 4, 18, 5), (6, 12, 24, 48), 2, False),       # DiNAT-L (IN-22k)
 }
-OFFICIAL_KEY_COUNTS = {'mini': 253, 'tiny': 409, 'small': 469, 'base': 469}
+OFFICIAL_KEY_COUNTS = {'mini': 253, 'tiny': 409, 'small': 469, 'base': 469, 'large': 409}
 #: A small network for tests that need no official shapes.
 SMALL_ARCH = dict(embed_dim=32, depths=(1, 1, 2, 1), num_heads=(1, 2, 4, 8), mlp_ratio=2.)
 OUTPUT_NORM_KEYS = {f'norm{i}.{p}' for i in range(4) for p in ('weight', 'bias')}
 
 
-def official_layout(arch, kernel_size=7):
-    """Key -> shape of an official NAT classification checkpoint."""
+def official_layout(arch, kernel_size=7, num_classes=1000):
+    """Key -> shape of an official NAT / DiNAT classification checkpoint."""
     embed_dim, depths, heads, mlp_ratio, layer_scale = OFFICIAL[arch]
     half = embed_dim // 2
     layout = {
@@ -62,14 +63,14 @@ def official_layout(arch, kernel_size=7):
             })
     width = embed_dim * 8
     layout.update({'norm.weight': (width,), 'norm.bias': (width,),
-                   'head.weight': (1000, width), 'head.bias': (1000,)})
+                   'head.weight': (num_classes, width), 'head.bias': (num_classes,)})
     return layout
 
 
-def official_state_dict(arch, seed=0):
+def official_state_dict(arch, seed=0, num_classes=1000):
     generator = torch.Generator().manual_seed(seed)
     return {key: torch.randn(shape, generator=generator)
-            for key, shape in official_layout(arch).items()}
+            for key, shape in official_layout(arch, num_classes=num_classes).items()}
 
 
 def pretrained(path, **options):
@@ -207,17 +208,30 @@ def test_other_arch_with_same_shapes_refused(tiny_checkpoint, mini_path):
     assert_unchanged(model, before)
 
 
-def test_other_arch_shape_mismatch_names_keys_and_shapes(mini_path):
-    path = mini_path
-    model = NAT(arch='small', depths=(3, 4, 6, 5), layer_scale=0, init_cfg=pretrained(path))
+def test_other_width_names_both_widths_and_the_archs_of_the_checkpoint(mini_path):
+    model = NAT(arch='small', depths=(3, 4, 6, 5), layer_scale=0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError) as error:
+        load_pretrained(model, str(mini_path))
+    message = str(error.value)
+    assert str(mini_path) in message
+    assert ("another width: its embed_dim is 64 (patch_embed.proj.1.weight (64, 32, 3, 3)), "
+            "the model's is 96") in message
+    assert "arch 'mini' or 'tiny' has that width" in message
+    assert_unchanged(model, before)
+
+
+def test_other_heads_shape_mismatch_names_keys_and_shapes(mini_path):
+    """Same width, other head counts: the rpb tables do not fit and cannot be resized."""
+    model = NAT(arch='mini', num_heads=(1, 2, 4, 8), init_cfg=pretrained(mini_path))
     with pytest.raises(ValueError) as error:
         model.init_weights()
     message = str(error.value)
-    assert 'patch_embed.proj.0.weight: checkpoint (32, 3, 3, 3) vs model (48, 3, 3, 3)' in message
-    assert 'embed_dim=96' in message and str(path) in message
+    assert 'levels.0.blocks.0.attn.rpb: checkpoint (2, 13, 13) vs model (1, 13, 13)' in message
+    assert 'num_heads=[1, 2, 4, 8]' in message and str(mini_path) in message
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(ValueError, match='shapes that do not fit'):
-        load_pretrained(model, str(path))
+        load_pretrained(model, str(mini_path))
     assert_unchanged(model, before)
 
 
@@ -305,4 +319,111 @@ def test_convert_checkpoint_cli_refuses_other_arch(tmp_path, mini_path):
     with pytest.raises(SystemExit) as error:
         converter.main([str(mini_path), str(dst), '--arch', 'tiny'])
     assert 'lacks 156 tensors' in str(error.value) and 'levels.2.blocks.6.' in str(error.value)
+    assert not dst.exists()
+
+
+def _log_records():
+    """(records, detach): messages logged to MMEngine's current logger until detach()."""
+    from mmengine.logging import MMLogger
+    records = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())
+    logger = MMLogger.get_current_instance()
+    logger.addHandler(handler)
+    return records, lambda: logger.removeHandler(handler)
+
+
+@pytest.fixture(scope='module')
+def large_in22k_path(tmp_path_factory):
+    """(state_dict, path): an official-layout IN-22k DiNAT-L checkpoint (kernel 7, 21841
+    classes)."""
+    state_dict = official_state_dict('large', num_classes=21841)
+    path = tmp_path_factory.mktemp('checkpoints') / 'dinat_large_in22k_224.pth'
+    torch.save(state_dict, path)
+    return state_dict, path
+
+
+def test_in22k_dinat_large_loads_into_the_kernel_11_mask2former_backbone(large_in22k_path):
+    """The 21841-class head is dropped; every 13x13 rpb is resized to 21x21, one log line."""
+    official, path = large_in22k_path
+    model = NAT(arch='large', kernel_size=11, dilations='m2f', init_cfg=pretrained(path))
+    records, detach = _log_records()
+    try:
+        model.init_weights()
+    finally:
+        detach()
+    resize_lines = [message for message in records if 'resized' in message]
+    assert resize_lines == [
+        "NAT: resized 30 relative position bias tables (bicubic) from 13x13 (kernel 7) in the "
+        "checkpoint to the model's 21x21 (kernel 11)"]
+    summary = next(message for message in records if 'loaded' in message)
+    assert 'loaded 405 tensors' in summary and 'head.{weight,bias}' in summary
+    state = model.state_dict()
+    for key, value in official.items():
+        if key.startswith(('head.', 'norm.')):
+            assert key not in state
+        elif key.endswith('attn.rpb'):
+            expected = F.interpolate(value[None], size=(21, 21), mode='bicubic',
+                                     align_corners=False)[0]
+            torch.testing.assert_close(state[key], expected)
+        else:
+            assert torch.equal(state[key], value), key
+
+
+@pytest.mark.parametrize('num_classes', [1000, 21841])
+def test_dinat_large_heads_of_any_class_count_are_dropped(num_classes):
+    official = {'head.weight': torch.zeros(num_classes, 1536),
+                'head.bias': torch.zeros(num_classes),
+                'norm.weight': torch.ones(1536), 'norm.bias': torch.zeros(1536),
+                'levels.3.blocks.0.attn.rpb': torch.zeros(48, 13, 13)}
+    model = NAT(arch=dict(embed_dim=192, depths=(0, 0, 0, 1), num_heads=(6, 12, 24, 48),
+                          mlp_ratio=2.))
+    converted = checkpoint_filter_fn(official, model)
+    assert set(converted) == {'levels.3.blocks.0.attn.rpb'}
+
+
+@pytest.mark.parametrize('shape', [(2, 13, 12), (2, 12, 12), (2, 169), (2, )])
+def test_rpb_that_cannot_be_resized_is_refused(mini_official, shape):
+    """A kernel-11 model and an rpb that is not a (heads, 2K-1, 2K-1) table of its heads."""
+    model = NAT(arch='mini', kernel_size=11)
+    broken = dict(mini_official)
+    broken['levels.0.blocks.1.attn.rpb'] = torch.zeros(shape)
+    expected = (rf'levels\.0\.blocks\.1\.attn\.rpb has shape \({", ".join(map(str, shape))},?\): '
+                r"it cannot be resized to the model's \(2, 21, 21\) \(kernel 11\)")
+    with pytest.raises(ValueError, match=expected):
+        checkpoint_filter_fn(broken, model)
+
+
+def _converter():
+    spec = importlib.util.spec_from_file_location(
+        'convert_checkpoint', os.path.join(REPO_ROOT, 'tools', 'convert_checkpoint.py'))
+    converter = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(converter)
+    return converter
+
+
+def test_convert_checkpoint_cli_dinat_large_kernel_11(tmp_path, large_in22k_path, capsys):
+    official, src = large_in22k_path
+    dst = tmp_path / 'dinat_large_k11.pth'
+    records, detach = _log_records()
+    try:
+        _converter().main([str(src), str(dst), '--arch', 'large', '--kernel-size', '11'])
+    finally:
+        detach()
+    assert sum('resized 30 relative position bias tables' in message for message in records) == 1
+    out = capsys.readouterr().out
+    assert '405 backbone tensors' in out and 'head.{weight,bias}' in out
+    saved = torch.load(dst)
+    assert saved['meta'] == dict(arch='large', kernel_size=11, source=src.name)
+    rpb = saved['state_dict']['levels.2.blocks.17.attn.rpb']
+    expected = F.interpolate(official['levels.2.blocks.17.attn.rpb'][None], size=(21, 21),
+                             mode='bicubic', align_corners=False)[0]
+    torch.testing.assert_close(rpb, expected)
+
+
+def test_convert_checkpoint_cli_refuses_other_width(tmp_path, mini_path):
+    dst = tmp_path / 'out.pth'
+    with pytest.raises(SystemExit) as error:
+        _converter().main([str(mini_path), str(dst), '--arch', 'small'])
+    assert "its embed_dim is 64" in str(error.value) and "the model's is 96" in str(error.value)
     assert not dst.exists()

@@ -116,6 +116,21 @@ def test_arch_settings(build, arch):
                 assert torch.all(gamma == published['layer_scale'])
 
 
+def test_dinat_large_settings_and_parameter_count():
+    """DiNAT-L: C 192, heads 6-12-24-48, mlp 2, no layer scale; the published 200M parameters
+    of its classifier (ImageNet-22k -> 1k, 1000 classes) within 1%."""
+    model = NAT(arch='large')
+    assert [level.blocks[0].attn.num_heads for level in model.levels] == [6, 12, 24, 48]
+    assert [len(level.blocks) for level in model.levels] == [3, 4, 18, 5]
+    assert model.num_features == (192, 384, 768, 1536)
+    assert model.levels[0].blocks[0].mlp.fc1.out_features == 384
+    assert not any('gamma' in name for name, _ in model.named_parameters())
+    output_norms = sum(2 * 192 * 2 ** i for i in range(4))
+    classifier = sum(p.numel() for p in model.parameters()) - output_norms + 2 * 1536 \
+        + 1536 * 1000 + 1000
+    assert classifier == pytest.approx(200e6, rel=0.01)
+
+
 def test_explicit_arguments_override_arch():
     model = NAT(arch='small', depths=(1, 1, 1, 1), layer_scale=0, drop_path_rate=0.1)
     assert [len(level.blocks) for level in model.levels] == [1, 1, 1, 1]
@@ -296,7 +311,8 @@ def test_drop_path_stochastic_in_train_only():
 # ----- errors --------------------------------------------------------------------------------
 
 def test_unknown_arch_lists_valid_ones():
-    with pytest.raises(ValueError, match=r"unknown arch 'tinny'.*'base', 'mini', 'small', 'tiny'"):
+    with pytest.raises(ValueError,
+                       match=r"unknown arch 'tinny'.*'base', 'large', 'mini', 'small', 'tiny'"):
         NAT(arch='tinny')
     with pytest.raises(ValueError, match=r"missing \['mlp_ratio'\]"):
         NAT(arch=dict(embed_dim=32, depths=(1, 1), num_heads=(1, 2)))
@@ -337,3 +353,21 @@ def test_build_from_downstream_registry(package):
     model = registry.MODELS.build(dict(type='NAT', arch='mini', out_indices=(1, 2)))
     assert isinstance(model, NAT)
     assert model.out_indices == (1, 2)
+
+
+def test_swin_arguments_are_refused_with_the_fix():
+    with pytest.raises(ValueError) as error:
+        NAT(arch='mini', embed_dims=96, window_size=7, convert_weights=True, depths=(1, 1, 1, 1))
+    message = str(error.value)
+    assert message.startswith('NAT got arguments it does not have: embed_dims, window_size, '
+                              'convert_weights.')
+    assert "_delete_=True" in message and "in_channels" in message
+
+
+def test_unknown_arguments_are_named():
+    with pytest.raises(ValueError) as error:
+        NAT(arch='mini', width=3, colour='red')
+    message = str(error.value)
+    assert message.startswith('NAT got arguments it does not have: colour, width. Its '
+                              'arguments are: arch, embed_dim, ')
+    assert message.endswith(', with_cp, init_cfg.') and '_delete_' not in message

@@ -80,3 +80,28 @@ def test_make_demo_data(tmp_path, load_tool):
     assert (train['images'][0]['height'], train['images'][0]['width']) == (48, 64)
     with pytest.raises(ValueError, match='demo_data'):
         make_demo_data.main([str(Path(config).parents[1] / 'upernet_nat_tiny_ade20k.py')])
+
+
+def test_test_tool_tta(demo_run, load_tool):
+    """--tta: the config's tta_pipeline (every scale and flip of each image) merged by its
+    tta_model; the metrics come out. Mask R-CNN configs have none (MMDetection's DetTTAModel
+    merges boxes only) and say so."""
+    task, root, result = demo_run
+    config = load_tool('demo').DEMO_CONFIGS[task]
+    test = load_tool('test')
+    data_root = root / 'data'
+    arguments = [config, result['checkpoint'], '--tta', '--work-dir', str(root / 'tta'),
+                 '--cfg-options', f'test_dataloader.dataset.data_root={data_root}']
+    if task == 'det':
+        with pytest.raises(ValueError, match='--tta needs tta_model and tta_pipeline'):
+            test.main(arguments)
+        return
+    cfg = test.build_config(test.parse_args(arguments))
+    assert cfg.model.type == 'SegTTAModel' and cfg.model.module.type == 'EncoderDecoder'
+    augment = cfg.test_dataloader.dataset.pipeline[1]
+    assert augment.type == 'TestTimeAug'
+    assert [t.scale_factor for t in augment.transforms[0]] == [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
+    assert [t.prob for t in augment.transforms[1]] == [0., 1.]  # without and with flip
+    metrics = test.main(arguments)
+    assert set(metrics) >= set(TINY[task]['metrics'])
+    assert all(math.isfinite(metrics[name]) for name in TINY[task]['metrics'])

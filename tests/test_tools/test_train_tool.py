@@ -71,11 +71,17 @@ def _free_port():
         return sock.getsockname()[1]
 
 
-def test_dist_train_two_cpu_processes(tmp_path, tiny_ade, seg_demo_options, train_log):
+@pytest.mark.parametrize('gpus_as', ['argument', 'environment'])
+def test_dist_train_two_cpu_processes(tmp_path, tiny_ade, seg_demo_options, train_log, gpus_as):
+    """Both forms: ``dist_train.sh CONFIG 2`` (MMDetection's) and ``GPUS=2 dist_train.sh CONFIG``."""
     work_dir = tmp_path / 'work'
     env = dict(os.environ, PYTHON=sys.executable, PORT=str(_free_port()))
+    env.pop('GPUS', None)
+    gpus = ['2']
+    if gpus_as == 'environment':
+        env['GPUS'], gpus = '2', []
     process = subprocess.run(
-        ['bash', str(REPO_ROOT / 'tools' / 'dist_train.sh'), SEG_DEMO, '2', '--work-dir',
+        ['bash', str(REPO_ROOT / 'tools' / 'dist_train.sh'), SEG_DEMO, *gpus, '--work-dir',
          str(work_dir), '--cfg-options', *seg_demo_options(tiny_ade, max_iters=2)],
         env=env, capture_output=True, text=True, timeout=600)
     output = process.stdout + process.stderr
@@ -84,6 +90,20 @@ def test_dist_train_two_cpu_processes(tmp_path, tiny_ade, seg_demo_options, trai
     assert output.count('distributed CPU run uses the gloo backend') == 2  # one per rank
     assert (work_dir / 'iter_2.pth').is_file()
     assert _logged_iterations(work_dir, train_log) == [1, 2]
+
+
+@pytest.mark.parametrize('script, arguments', [
+    ('dist_train.sh', [SEG_DEMO, '--work-dir', 'x']),
+    ('dist_test.sh', [SEG_DEMO, 'x.pth']),
+])
+def test_dist_scripts_without_a_gpu_count(script, arguments):
+    env = dict(os.environ, PYTHON=sys.executable)
+    env.pop('GPUS', None)
+    process = subprocess.run(['bash', str(REPO_ROOT / 'tools' / script), *arguments], env=env,
+                             capture_output=True, text=True, timeout=60)
+    assert process.returncode == 2
+    assert 'the number of GPUS is missing' in process.stderr
+    assert f'GPUS=N {REPO_ROOT / "tools" / script}' in process.stderr
 
 
 @pytest.mark.parametrize('config, expected', [

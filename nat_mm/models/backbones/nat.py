@@ -9,6 +9,8 @@ backbone adds one output LayerNorm ``norm{i}`` per returned level.
 Inside the network features are channels-last (B, H, W, C); the outputs are
 NCHW.
 """
+import inspect
+
 import torch
 from mmengine.model import BaseModule, initialize
 from torch import nn
@@ -17,6 +19,7 @@ from torch.utils import checkpoint as activation_checkpoint
 from ...ops import NeighborhoodAttention2D
 from ...ops.gelu_linear import gelu_linear
 from ..checkpoint import load_pretrained
+from .dilations import resolve_dilations
 
 #: Published settings. ``drop_path_rate`` is the ImageNet-1k training value.
 ARCH_SETTINGS = {
@@ -28,6 +31,10 @@ ARCH_SETTINGS = {
                   drop_path_rate=0.3, layer_scale=1e-5),
     'base': dict(embed_dim=128, depths=(3, 4, 18, 5), num_heads=(4, 8, 16, 32), mlp_ratio=2.,
                  drop_path_rate=0.5, layer_scale=1e-5),
+    # DiNAT-L (there is no NAT-L): pretrained on ImageNet-22k, published without layer
+    # scale; its drop path here is that of its UperNet and Mask2Former configs.
+    'large': dict(embed_dim=192, depths=(3, 4, 18, 5), num_heads=(6, 12, 24, 48), mlp_ratio=2.,
+                  drop_path_rate=0.3, layer_scale=None),
 }
 _REQUIRED_ARCH_KEYS = ('embed_dim', 'depths', 'num_heads', 'mlp_ratio')
 _OPTIONAL_ARCH_DEFAULTS = dict(drop_path_rate=0., layer_scale=None)
@@ -231,17 +238,51 @@ def _check_dilations(dilations, depths):
     return [list(stage_dilations) for stage_dilations in dilations]
 
 
+#: Arguments of MMDetection's and MMSegmentation's ``SwinTransformer`` that NAT does not
+#: have: seeing one means a NAT entry was merged into a Swin backbone dict of a base config.
+SWIN_ONLY_ARGUMENTS = ('pretrain_img_size', 'embed_dims', 'patch_size', 'window_size',
+                       'strides', 'patch_norm', 'use_abs_pos_embed', 'act_cfg', 'norm_cfg',
+                       'pretrained', 'convert_weights')
+
+
+def _reject_unknown_arguments(kwargs):
+    """ValueError for keyword arguments NAT does not take, with the fix for the usual cause:
+    ``type='NAT'`` written into a config whose base has a SwinTransformer backbone."""
+    if not kwargs:
+        return
+    swin = [name for name in SWIN_ONLY_ARGUMENTS if name in kwargs]
+    other = sorted(set(kwargs) - set(swin))
+    message = f'NAT got arguments it does not have: {", ".join(swin + other)}.'
+    if swin:
+        message += (
+            f' {", ".join(swin)} belong to SwinTransformer: the config merged NAT into the '
+            "base config's Swin backbone dict. Add _delete_=True to the backbone dict, "
+            "model=dict(backbone=dict(_delete_=True, type='NAT', arch='tiny', ...)), and set "
+            "the in_channels of the neck (detection) or of the decode and auxiliary heads "
+            "(segmentation) to NAT's widths, embed_dim * (1, 2, 4, 8) "
+            '(mini, tiny: [64, 128, 256, 512]; small: [96, 192, 384, 768]; '
+            'base: [128, 256, 512, 1024]).')
+    else:
+        accepted = [name for name in inspect.signature(NAT.__init__).parameters
+                    if name not in ('self', 'kwargs')]
+        message += f' Its arguments are: {", ".join(accepted)}.'
+    raise ValueError(message)
+
+
 class NAT(BaseModule):
     """Neighborhood Attention Transformer backbone (NAT; DiNAT with ``dilations``).
 
     Args:
-        arch: 'mini' | 'tiny' | 'small' | 'base' (published settings) or a dict
+        arch: 'mini' | 'tiny' | 'small' | 'base' | 'large' (published settings;
+            'large' is DiNAT-L) or a dict
             with keys embed_dim, depths, num_heads, mlp_ratio and optionally
             drop_path_rate, layer_scale.
         embed_dim, depths, num_heads, mlp_ratio: override the arch's values.
         kernel_size: neighbourhood size K (odd, >= 3).
-        dilations: None (all 1, i.e. NAT) or one list per stage with one
-            dilation per layer (DiNAT).
+        dilations: None (all 1, i.e. NAT), one list per stage with one
+            dilation per layer (DiNAT), or the name of a published set
+            ('224', 'det', 'seg', 'seg_large', 'm2f'; see
+            :mod:`nat_mm.models.backbones.dilations`).
         qkv_bias: bias in the attention's qkv projection.
         qk_scale: attention logit scale, default head_dim ** -0.5.
         drop_rate: dropout after the attention projection and in the MLP.
@@ -261,6 +302,8 @@ class NAT(BaseModule):
             classification checkpoint or a converted backbone checkpoint
             (optional keys: prefix, map_location, strict; see
             :func:`~nat_mm.models.checkpoint.load_pretrained`).
+        kwargs: none is accepted; a ValueError names them (and, for
+            SwinTransformer's arguments, gives the ``_delete_=True`` fix).
 
     Shape:
         input (B, in_channels, H, W) of any size; output a tuple with, for each
@@ -271,7 +314,9 @@ class NAT(BaseModule):
     def __init__(self, arch='tiny', embed_dim=None, depths=None, num_heads=None, mlp_ratio=None,
                  kernel_size=7, dilations=None, qkv_bias=True, qk_scale=None, drop_rate=0.,
                  attn_drop_rate=0., drop_path_rate=None, layer_scale=None, in_channels=3,
-                 out_indices=(0, 1, 2, 3), frozen_stages=-1, with_cp=False, init_cfg=None):
+                 out_indices=(0, 1, 2, 3), frozen_stages=-1, with_cp=False, init_cfg=None,
+                 **kwargs):
+        _reject_unknown_arguments(kwargs)
         super().__init__(init_cfg=init_cfg)
         settings = _resolve_arch(arch)
         overrides = dict(embed_dim=embed_dim, depths=depths, num_heads=num_heads,
@@ -293,7 +338,7 @@ class NAT(BaseModule):
             raise ValueError(f'NAT: embed_dim must be even, got {embed_dim}')
         if layer_scale is not None and layer_scale < 0:
             raise ValueError(f'NAT: layer_scale must be positive, 0 or None, got {layer_scale}')
-        dilations = _check_dilations(dilations, depths)
+        dilations = _check_dilations(resolve_dilations(dilations, depths), depths)
         if isinstance(out_indices, int) or not out_indices or any(
                 not isinstance(i, int) or not 0 <= i < num_levels for i in out_indices) \
                 or len(set(out_indices)) != len(out_indices):
