@@ -53,7 +53,8 @@ TOOLS = Path(__file__).resolve().parent
 sys.path[:0] = [str(TOOLS.parent), str(TOOLS)]
 from benchmark_na import elapsed, hardware_name, synchronize  # noqa: E402
 
-import nat_mm.ops.module as na_module  # noqa: E402
+from nat_mm.ops import na_backend  # noqa: E402
+from nat_mm.ops.functional import register_backend  # noqa: E402
 from nat_mm import NAT  # noqa: E402
 
 MODELS = {'nat': 'NAT-Tiny', 'swin': 'Swin-T', 'floor': 'NAT-T floor'}
@@ -90,16 +91,24 @@ def shape_name(shape):
     return f'{height}x{width}:{batch}'
 
 
-def _pass_value_through(query, key, value, *args, **kwargs):
+#: The backend of the floor: passes ``value`` through (registered in nat_mm's seam, never
+#: a default).
+FLOOR_BACKEND = 'attention_free'
+
+
+def _pass_value_through(query, key, value, kernel_size, dilation, rpb, scale, dropout_p):
     return value
+
+
+register_backend(FLOOR_BACKEND, _pass_value_through)
 
 
 class AttentionFree(nn.Module):
     """Runs ``model`` with the neighbourhood attention core replaced by identity on v.
 
-    Only the name ``na2d`` that :class:`nat_mm.NeighborhoodAttention2D` calls is
-    swapped, for the duration of the forward; the backward of the floor never
-    reaches the attention op.
+    Every :func:`nat_mm.na2d` call of the forward uses the ``FLOOR_BACKEND``
+    (``nat_mm.ops.na_backend``); the backward of the floor never reaches the
+    attention op.
     """
 
     def __init__(self, model):
@@ -107,12 +116,8 @@ class AttentionFree(nn.Module):
         self.model = model
 
     def forward(self, inputs):
-        original = na_module.na2d
-        na_module.na2d = _pass_value_through
-        try:
+        with na_backend(FLOOR_BACKEND):
             return self.model(inputs)
-        finally:
-            na_module.na2d = original
 
 
 def swin_source(requested='auto'):

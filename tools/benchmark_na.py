@@ -1,8 +1,9 @@
 """Benchmark nat_mm's neighbourhood attention against the gather reference.
 
 Prints, side by side and measured in one run, forward time, forward+backward
-time and peak extra memory of the fast path (``nat_mm.na2d``) and of the
-legacy gather implementation (``nat_mm.na2d_reference``), and their ratios.
+time and peak extra memory of the fast path (``nat_mm.na2d``, the device's
+default backend or ``--backend``) and of the legacy gather implementation
+(``nat_mm.na2d_reference``), and their ratios.
 
 Times are medians of interleaved repeats, each measured by :func:`elapsed`
 (CUDA events on CUDA, ``time.perf_counter`` around a synchronised call
@@ -20,6 +21,7 @@ Examples::
 
     python tools/benchmark_na.py
     python tools/benchmark_na.py --device cuda --dtype bfloat16
+    python tools/benchmark_na.py --device cuda --dtype bfloat16 --backend csr
 """
 import argparse
 import json
@@ -32,7 +34,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from nat_mm.ops import na2d, na2d_reference  # noqa: E402
+from nat_mm.ops import available_backends, na2d, na2d_reference, na_backend  # noqa: E402
+from nat_mm.ops.functional import DEFAULT_ORDER  # noqa: E402
 
 IMPLEMENTATIONS = {'fast': na2d, 'reference': na2d_reference}
 MODES = ('fwd', 'fwd+bwd')
@@ -151,23 +154,26 @@ def peak_rss():
     return _proc_status_bytes('VmHWM')
 
 
-def peak_memory(impl, case, device, dtype, fresh_process=True):
+def peak_memory(impl, case, device, dtype, fresh_process=True, backend=None):
     """Peak extra bytes of one forward+backward: in this process on CUDA; on CPU in a
     fresh subprocess (peak RSS is per process), or with ``fresh_process=False`` in this
     one (quicker; memory freed earlier in this process may be reused unseen)."""
     if device.type == 'cuda' or not fresh_process:
         return peak_memory_here(impl, case, device, dtype)
     probe = [sys.executable, __file__, '--memory-probe', json.dumps([impl, case]),
-             '--dtype', str(dtype).replace('torch.', '')]
+             '--dtype', str(dtype).replace('torch.', '')] + (['--backend', backend] if backend
+                                                             else [])
     return int(subprocess.run(probe, check=True, capture_output=True, text=True)
                .stdout.strip().splitlines()[-1])
 
 
-def measure_case(case, device, dtype, repeats, fresh_process=True):
-    """{'time': {(impl, mode): s}, 'memory': {impl: bytes}} of one case."""
-    return dict(time=time_case(case, device, dtype, repeats),
-                memory={impl: peak_memory(impl, case, device, dtype, fresh_process)
-                        for impl in IMPLEMENTATIONS})
+def measure_case(case, device, dtype, repeats, fresh_process=True, backend=None):
+    """{'time': {(impl, mode): s}, 'memory': {impl: bytes}} of one case, the fast path
+    with ``backend`` (None: the device's default)."""
+    with na_backend(backend):
+        return dict(time=time_case(case, device, dtype, repeats),
+                    memory={impl: peak_memory(impl, case, device, dtype, fresh_process, backend)
+                            for impl in IMPLEMENTATIONS})
 
 
 def hardware_name(device):
@@ -177,13 +183,19 @@ def hardware_name(device):
     return f'CPU, {torch.get_num_threads()} threads'
 
 
-def table_header(device, dtype, repeats, fresh_process=True):
+def default_backend(device):
+    """The backend na2d uses on ``device`` when none is chosen."""
+    return DEFAULT_ORDER.get(device.type, DEFAULT_ORDER['*'])[0]
+
+
+def table_header(device, dtype, repeats, fresh_process=True, backend=None):
     """The title line, the column header and the rule of the table."""
     where = ''
     if device.type != 'cuda':
         where = f' (peak RSS, {"fresh" if fresh_process else "this"} process)'
     title = (f'neighbourhood attention, kernel 7, head_dim 32, {str(dtype).replace("torch.", "")}, '
-             f'{hardware_name(device)}, torch {torch.__version__}; times: median of {repeats} '
+             f'{hardware_name(device)}, torch {torch.__version__}; fast = backend '
+             f'{backend or default_backend(device) + " (default)"}; times: median of {repeats} '
              f'({"CUDA events" if device.type == "cuda" else "perf_counter"}); memory: peak extra '
              f'of one fwd+bwd{where}')
     header = (f'{"case":34s} | {"fwd ref":>8s} {"fwd fast":>8s} {"speedup":>7s} | '
@@ -203,16 +215,16 @@ def table_row(case, result):
             f'{mem["fast"] / max(mem["reference"], 1):6.3f}')
 
 
-def benchmark(cases, device, dtype, repeats, emit=print, fresh_process=True):
+def benchmark(cases, device, dtype, repeats, emit=print, fresh_process=True, backend=None):
     """Measures ``cases`` and passes each line of the table to ``emit`` as soon as
     it is known; returns {case: measure_case result}. ``fresh_process``: see
-    ``peak_memory``."""
+    ``peak_memory``; ``backend``: of the fast path, None for the device's default."""
     device = torch.device(device)
-    for line in table_header(device, dtype, repeats, fresh_process):
+    for line in table_header(device, dtype, repeats, fresh_process, backend):
         emit(line)
     results = {}
     for case in cases:
-        results[case] = measure_case(case, device, dtype, repeats, fresh_process)
+        results[case] = measure_case(case, device, dtype, repeats, fresh_process, backend)
         emit(table_row(case, results[case]))
     return results
 
@@ -224,6 +236,8 @@ def parse_args(argv=None):
     parser.add_argument('--repeats', type=int, default=5)
     parser.add_argument('--cases', nargs='*', default=list(CASES),
                         help='subset of: ' + ', '.join(repr(c) for c in CASES))
+    parser.add_argument('--backend', help="the fast path's na2d backend (default: the "
+                        "device's first; see nat_mm.ops.available_backends)")
     parser.add_argument('--memory-probe', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.repeats < 1:
@@ -234,6 +248,9 @@ def parse_args(argv=None):
     if args.device == 'cuda' and not torch.cuda.is_available():
         parser.error('--device cuda: CUDA is not available (torch '
                      f'{torch.__version__}); run on a GPU machine or use --device cpu')
+    if args.backend and args.backend not in available_backends(args.device):
+        parser.error(f'--backend {args.backend}: not available on {args.device}; choose from '
+                     f'{list(available_backends(args.device))}')
     return args
 
 
@@ -243,9 +260,11 @@ def main(argv=None):
     device = torch.device(args.device)
     if args.memory_probe:
         impl, case = json.loads(args.memory_probe)
-        print(peak_memory_here(impl, case, device, dtype))
+        with na_backend(args.backend):
+            print(peak_memory_here(impl, case, device, dtype))
         return
-    benchmark(args.cases, device, dtype, args.repeats, emit=lambda line: print(line, flush=True))
+    benchmark(args.cases, device, dtype, args.repeats, emit=lambda line: print(line, flush=True),
+              backend=args.backend)
 
 
 if __name__ == '__main__':

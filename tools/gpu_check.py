@@ -250,20 +250,13 @@ def package_version(name):
 
 
 def backends_for(device_type):
-    """{name: na2d with that backend} for nat_mm's backends usable on ``device_type``.
-
-    Before the backend seam (``nat_mm.ops.available_backends``) there is one, na2d's own
-    dispatch, named 'default'.
-    """
-    import nat_mm.ops
-    from nat_mm.ops import na2d
-    if not hasattr(nat_mm.ops, 'available_backends'):
-        return {'default': na2d}
-    return {name: functools.partial(na2d, backend=name)
-            for name in nat_mm.ops.available_backends(device_type)}
+    """nat_mm's backends usable on ``device_type`` (call it before importing
+    tools/benchmark.py, which registers its attention-free floor as one)."""
+    from nat_mm.ops import available_backends
+    return available_backends(device_type)
 
 
-def environment(section, device, cv2_line):
+def environment(section, device, cv2_line, backends):
     """Versions, hardware and nat_mm's backends (report lines only)."""
     section.line(f'python {platform.python_version()} ({sys.executable}), '
                  f'{platform.platform()}, {os.cpu_count()} CPUs, '
@@ -293,7 +286,7 @@ def environment(section, device, cv2_line):
         section.line(f'TF32 matmul allowed: {torch.backends.cuda.matmul.allow_tf32}')
     else:
         section.line('GPU: none (dry run: checks run on the CPU at small sizes)')
-    section.line(f'nat_mm backends on {device.type}: {", ".join(backends_for(device.type))}')
+    section.line(f'nat_mm backends on {device.type}: {", ".join(backends)}')
 
 
 def git_commit():
@@ -388,9 +381,9 @@ def op_check(attend, case, precision, device, seed=0, logit_scale=1.0):
                 out_dtype=str(out.dtype).replace('torch.', ''))
 
 
-def op_tests(section, report, device, cases, large_logit_case):
+def op_tests(section, report, device, backends, cases, large_logit_case):
     """Every backend x case x precision, then the large-logit cases."""
-    backends = backends_for(device.type)
+    from nat_mm.ops import na2d
     precisions = list(PRECISIONS)
     header = (f'{"backend":8s} {"case":44s} {"precision":18s} {"out":>8s} {"dq":>8s} {"dk":>8s} '
               f'{"dv":>8s} {"drpb":>8s} {"tol":>7s}')
@@ -408,7 +401,8 @@ def op_tests(section, report, device, cases, large_logit_case):
             section.skip(label, 'time budget spent')
             continue
         try:
-            result = op_check(backends[backend], case, precision, device, logit_scale=logit_scale)
+            result = op_check(functools.partial(na2d, backend=backend), case, precision, device,
+                              logit_scale=logit_scale)
         except Exception as error:  # noqa: BLE001 - report and go on with the next case
             section.check(label, False, f'raised {type(error).__name__}: {error}')
             continue
@@ -525,10 +519,12 @@ def backbone_check(section, device, shape, variants):
 # --------------------------------------------------------------------------- benchmarks
 
 
-def bench_op(section, device, dtype, cases, repeats):
-    """tools/benchmark_na.py's table (on CPU with in-process memory peaks: quicker)."""
+def bench_op(section, device, dtype, backends, cases, repeats):
+    """tools/benchmark_na.py's table per backend (on CPU with in-process memory peaks)."""
     import benchmark_na
-    benchmark_na.benchmark(cases, device, dtype, repeats, emit=section.line, fresh_process=False)
+    for backend in backends:
+        benchmark_na.benchmark(cases, device, dtype, repeats, emit=section.line,
+                               fresh_process=False, backend=backend)
 
 
 def bench_backbone(section, device, dtype, shapes, modes, models, repeats):
@@ -634,17 +630,18 @@ def main(argv=None):
         bench_models, repeats = None, args.repeats
 
     cv2_line = ensure_cv2_importable()
+    backends = backends_for(device.type)
     with report.section('environment') as section:
-        environment(section, device, cv2_line)
+        environment(section, device, cv2_line, backends)
     import benchmark_na
     steps = {
         'ops': (f'op tests on {device.type}',
-                lambda s: op_tests(s, report, device, op_cases, large)),
+                lambda s: op_tests(s, report, device, backends, op_cases, large)),
         'backbone': (f'backbone on {device.type} (bfloat16 autocast) vs float32 on the CPU',
                      lambda s: backbone_check(s, device, backbone_shape,
                                               backbone_variants(args.dry_run))),
         'bench-op': (f'benchmark: neighbourhood attention ({device.type}, bfloat16)',
-                     lambda s: bench_op(s, device, torch.bfloat16,
+                     lambda s: bench_op(s, device, torch.bfloat16, backends,
                                         bench_cases or list(benchmark_na.CASES), repeats)),
         'bench-backbone': (f'benchmark: backbones ({device.type}, bfloat16)',
                            lambda s: bench_backbone(s, device, 'bfloat16', bench_shapes,
