@@ -226,7 +226,7 @@ CUDA $torch_cuda differ in major version; mmcv's CUDA ops need a CUDA ${torch_cu
     CPATH=$(nvidia_wheel_includes)${CPATH:+:$CPATH}
     export CPATH
     mmcv_build="compiled CPU and CUDA ops for sm $TORCH_CUDA_ARCH_LIST with nvcc $nvcc_cuda \
-($CUDA_HOME); first build ~MMCV_CUDA_BUILD_TIME, then cached"
+($CUDA_HOME); first build an hour or more on 2 cores (58 CUDA files per arch), then cached"
 fi
 
 step "3/6 mmcv 2.1.0 with $mmcv_build"
