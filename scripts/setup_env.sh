@@ -7,19 +7,24 @@
 # keeps the built wheel in its cache, so a fresh .venv on the same machine
 # reinstalls it in seconds.
 #
+# On a machine with an NVIDIA GPU (nvidia-smi lists one, or /dev/nvidia0
+# exists) it installs torch's CUDA build and compiles mmcv with its CUDA ops
+# too (FORCE_CUDA=1, TORCH_CUDA_ARCH_LIST, CUDA_HOME; the CUDA toolkit's nvcc,
+# same major version as torch's CUDA, must be installed). Everywhere else the
+# CPU build, as before.
+#
 # Environment: PYTHON (interpreter for the venv, default python3),
 #              VENV (default .venv), TORCH_INDEX_URL (optional extra index
-#              for torch, e.g. a CUDA wheel index).
+#              for torch, e.g. a CUDA wheel index),
+#              NAT_MM_DEVICE (auto | cpu | cuda, default auto: cuda when a GPU is seen),
+#              and on CUDA machines TORCH_CUDA_ARCH_LIST (default: the compute
+#              capabilities of the visible GPUs, else DEFAULT_CUDA_ARCHS), CUDA_HOME
+#              (default: the toolkit of the nvcc on the PATH, else /usr/local/cuda),
+#              MAX_JOBS (parallel compile jobs, default: the number of cores).
 set -euo pipefail
 
-cd "$(dirname "$0")/.."
-ROOT=$(pwd)
-PYTHON=${PYTHON:-python3}
-VENV=${VENV:-.venv}
-CONSTRAINTS="$ROOT/scripts/constraints.txt"
-STAMP="$VENV/.nat_mm_setup_stamp"
-export PIP_DISABLE_PIP_VERSION_CHECK=1
-export PIP_CONSTRAINT="$CONSTRAINTS"
+#: Compiled when no GPU can be asked for its compute capability: A100 (8.0) and H100/H200 (9.0).
+DEFAULT_CUDA_ARCHS="8.0;9.0"
 
 step_start=0
 step() {
@@ -35,11 +40,57 @@ die() {
 }
 
 stamp_value() {
-    cat scripts/setup_env.sh scripts/constraints.txt setup.cfg pyproject.toml | sha256sum | cut -d' ' -f1
+    { cat scripts/setup_env.sh scripts/constraints.txt setup.cfg pyproject.toml; echo "$DEVICE"; } \
+        | sha256sum | cut -d' ' -f1
+}
+
+detect_device() {  # cpu or cuda (NAT_MM_DEVICE, else cuda when an NVIDIA GPU is visible)
+    case "${NAT_MM_DEVICE:-auto}" in
+        cpu | cuda) echo "$NAT_MM_DEVICE" ;;
+        auto)
+            if { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q '^GPU'; } \
+                || [ -e /dev/nvidia0 ]; then
+                echo cuda
+            else
+                echo cpu
+            fi ;;
+        *) die "NAT_MM_DEVICE must be auto, cpu or cuda, got '$NAT_MM_DEVICE'" ;;
+    esac
+}
+
+gpu_arch_list() {  # "8.0;9.0": the visible GPUs' compute capabilities, else DEFAULT_CUDA_ARCHS
+    local caps=""
+    if command -v nvidia-smi >/dev/null 2>&1; then
+        caps=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null \
+            | tr -d ' ' | grep -E '^[0-9]+\.[0-9]+$' | sort -u | paste -sd';' -) || caps=""
+    fi
+    echo "${caps:-$DEFAULT_CUDA_ARCHS}"
+}
+
+find_cuda_home() {  # the CUDA toolkit: CUDA_HOME, else the one of `nvcc` on the PATH, else /usr/local/cuda
+    if [ -n "${CUDA_HOME:-}" ]; then
+        echo "$CUDA_HOME"
+        return
+    fi
+    local nvcc candidate
+    nvcc=$(command -v nvcc || true)
+    # `nvcc` on the PATH may be a wrapper script elsewhere (e.g. /usr/local/bin/nvcc), so
+    # a candidate counts only if it has both bin/nvcc and include/cuda_runtime.h
+    for candidate in ${nvcc:+"$(dirname "$(dirname "$(readlink -f "$nvcc")")")"} /usr/local/cuda; do
+        if [ -x "$candidate/bin/nvcc" ] && [ -f "$candidate/include/cuda_runtime.h" ]; then
+            echo "$candidate"
+            return
+        fi
+    done
+}
+
+nvcc_version() {  # "13.0" from `$1/bin/nvcc --version`
+    "$1/bin/nvcc" --version | sed -n 's/.*release \([0-9][0-9]*\.[0-9][0-9]*\).*/\1/p'
 }
 
 verify() {
-    "$VENV/bin/python" - <<'PY'
+    NAT_MM_DEVICE="$DEVICE" "$VENV/bin/python" - <<'PY'
+import os
 import sys
 import torch
 try:
@@ -53,12 +104,43 @@ import mmengine
 import mmdet.models  # noqa: F401
 import mmseg.models  # noqa: F401
 import nat_mm  # noqa: F401
+ops = 'with ops'
+if os.environ['NAT_MM_DEVICE'] == 'cuda':
+    from mmcv.ops import get_compiling_cuda_version
+    if not torch.version.cuda:
+        sys.exit(f'torch {torch.__version__} is a CPU build on a CUDA machine; see '
+                 'README "GPU machines" (TORCH_INDEX_URL)')
+    if get_compiling_cuda_version() == 'not available':
+        sys.exit('mmcv was built without its CUDA ops (a cached CPU build?); rebuild it with '
+                 'FORCE_CUDA=1 pip install --no-build-isolation --no-cache-dir '
+                 '--force-reinstall --no-deps mmcv==2.1.0')
+    ops = f'with CUDA {get_compiling_cuda_version()} ops'
+    if torch.cuda.is_available():
+        boxes = torch.tensor([[0., 0., 10., 10.], [1., 1., 10., 10.]], device='cuda')
+        batched_nms(boxes, torch.tensor([0.9, 0.8], device='cuda'),
+                    torch.zeros(2, dtype=torch.long, device='cuda'), dict(iou_threshold=0.5))
+        ops += ', nms ran on the GPU'
 cuda = f'CUDA {torch.version.cuda}' if torch.cuda.is_available() else 'CPU'
-print(f'[setup] stack OK: torch {torch.__version__} ({cuda}), mmcv {mmcv.__version__} (with ops), '
+print(f'[setup] stack OK: torch {torch.__version__} ({cuda}), mmcv {mmcv.__version__} ({ops}), '
       f'mmengine {mmengine.__version__}, mmdet {__import__("mmdet").__version__}, '
       f'mmseg {__import__("mmseg").__version__}')
 PY
 }
+
+# Sourced (e.g. by a test of the functions above): define them only.
+if [ "${BASH_SOURCE[0]}" != "$0" ]; then
+    return 0
+fi
+
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+PYTHON=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+CONSTRAINTS="$ROOT/scripts/constraints.txt"
+STAMP="$VENV/.nat_mm_setup_stamp"
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+export PIP_CONSTRAINT="$CONSTRAINTS"
+DEVICE=$(detect_device)
 
 total_start=$(date +%s)
 
@@ -90,21 +172,69 @@ sys.exit(0 if version(sys.argv[1]).split('+')[0] == sys.argv[2] else 1)
 PY
 }
 
-step "2/6 torch 2.13.0 and build tools"
-if ! have torch 2.13.0; then
+torch_ok() {  # torch 2.13.0 is installed, and on a CUDA machine it is a CUDA build
+    have torch 2.13.0 || return 1
+    [ "$DEVICE" = cpu ] || "$PY" -c 'import sys, torch; sys.exit(0 if torch.version.cuda else 1)'
+}
+
+mmcv_ok() {  # mmcv 2.1.0 with its compiled ops, and on a CUDA machine with its CUDA ops
+    have mmcv 2.1.0 || return 1
+    if [ "$DEVICE" = cpu ]; then
+        "$PY" -c 'import mmcv.ops' 2>/dev/null
+    else
+        "$PY" -c 'import sys; from mmcv.ops import get_compiling_cuda_version as v
+sys.exit(v() == "not available")' 2>/dev/null
+    fi
+}
+
+nvidia_wheel_includes() {  # include dirs of the nvidia-* wheels torch's CUDA build depends on
+    "$PY" -c 'import glob, os, torch
+site = os.path.dirname(os.path.dirname(torch.__file__))
+print(":".join(sorted(glob.glob(os.path.join(site, "nvidia", "*", "include")))))'
+}
+
+step "2/6 torch 2.13.0 ($DEVICE build) and build tools"
+if ! torch_ok; then
     extra=()
     if [ -n "${TORCH_INDEX_URL:-}" ]; then extra=(--extra-index-url "$TORCH_INDEX_URL"); fi
+    if [ "$DEVICE" = cuda ] && have torch 2.13.0; then
+        "$PY" -m pip uninstall --quiet -y torch   # the CPU build, which pip would keep
+    fi
     "${PIP[@]}" "${extra[@]}" torch==2.13.0
+    if [ "$DEVICE" = cuda ] && ! torch_ok; then
+        die "pip installed torch $("$PY" -c 'import torch; print(torch.__version__)') without CUDA \
+(a local wheel folder or index holding 2.13.0+cpu wins: pip prefers it to 2.13.0). Point \
+TORCH_INDEX_URL at a CUDA wheel index, or install from PyPI (whose torch==2.13.0 is the CUDA 13.0 \
+build), or set NAT_MM_DEVICE=cpu; see README, GPU machines"
+    fi
 fi
 "${PIP[@]}" "setuptools>=77,<82" wheel ninja psutil
 done_step
 
-step "3/6 mmcv 2.1.0 with compiled ops (first build ~12 min on 2 cores, then cached)"
-if ! have mmcv 2.1.0 || ! "$PY" -c 'import mmcv.ops' 2>/dev/null; then
+mmcv_build="compiled ops (first build ~12 min on 2 cores, then cached)"
+if [ "$DEVICE" = cuda ]; then
+    CUDA_HOME=$(find_cuda_home)
+    torch_cuda=$("$PY" -c 'import torch; print(torch.version.cuda)')
+    [ -n "$CUDA_HOME" ] || die "no CUDA toolkit (nvcc and headers) found: install the CUDA \
+$torch_cuda toolkit, matching torch $("$PY" -c 'import torch; print(torch.__version__)'), or set CUDA_HOME"
+    nvcc_cuda=$(nvcc_version "$CUDA_HOME")
+    [ "${nvcc_cuda%%.*}" = "${torch_cuda%%.*}" ] || die "nvcc $nvcc_cuda ($CUDA_HOME) and torch's \
+CUDA $torch_cuda differ in major version; mmcv's CUDA ops need a CUDA ${torch_cuda%%.*}.x toolkit (set CUDA_HOME)"
+    export CUDA_HOME FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-$(gpu_arch_list)}
+    # torch's CUDA headers include cusparse.h, cublas_v2.h, ...: a toolkit with only nvcc and
+    # cudart lacks them, and torch's nvidia-* wheels ship them
+    CPATH=$(nvidia_wheel_includes)${CPATH:+:$CPATH}
+    export CPATH
+    mmcv_build="compiled CPU and CUDA ops for sm $TORCH_CUDA_ARCH_LIST with nvcc $nvcc_cuda \
+($CUDA_HOME); first build an hour or more on 2 cores (58 CUDA files per arch), then cached"
+fi
+
+step "3/6 mmcv 2.1.0 with $mmcv_build"
+if ! mmcv_ok; then
     # Without --no-build-isolation the build env has no torch and mmcv
     # silently comes out without its ops.
     MAX_JOBS=${MAX_JOBS:-$(nproc)} "${PIP[@]}" --no-build-isolation mmcv==2.1.0
-    "$PY" -c 'import mmcv.ops' 2>/dev/null || {
+    mmcv_ok || {
         echo "[setup] mmcv came from a cached wheel without ops; rebuilding" >&2
         MAX_JOBS=${MAX_JOBS:-$(nproc)} "${PIP[@]}" --no-build-isolation --no-cache-dir \
             --force-reinstall --no-deps mmcv==2.1.0

@@ -4,7 +4,10 @@ Measured side by side in one run (times are medians of interleaved repeats):
 
 * ``nat``: ``nat_mm.NAT(arch='tiny')``;
 * ``swin``: Swin-T exactly as MMSegmentation ships it (the backbone of its
-  UperNet Swin-T ADE20K config, built by ``mmseg.registry.MODELS``);
+  UperNet Swin-T ADE20K config, built by ``mmseg.registry.MODELS``), or, where
+  mmseg is not installed (``--swin auto``) or with ``--swin timm``, timm's
+  ``swin_tiny_patch4_window7_224`` (``features_only``, ``img_size`` set to the
+  input, no pretrained weights): the same architecture, needing no mmcv ops;
 * ``floor``: the same NAT-Tiny with only the attention core (QK, softmax, AV)
   replaced by passing ``value`` through; qkv/proj linears, norms, MLPs and
   convolutions stay. The gap ``nat - floor`` is the attention core's cost.
@@ -14,16 +17,23 @@ forward + backward of the sum of all outputs). Both backbones use the
 ``--drop-path`` rate (default 0.3, the value of both UperNet ADE20K configs).
 With ``--dtype bfloat16|float16`` the forward runs under ``torch.autocast``.
 
-Peak memory of one step, after a warm-up step: on CUDA
+Times are measured by ``benchmark_na.elapsed`` (CUDA events on CUDA). Peak
+memory of one step, after a warm-up step: on CUDA
 ``torch.cuda.max_memory_allocated`` beyond what was allocated before the step;
 on CPU the growth of the peak resident set size (high-water mark reset before
 the step) of a fresh subprocess per (model, mode, shape).
+
+The targets checked at the end depend on the device (``TARGETS``): on CPU the
+training step at 512x512 batch 2 within 1.0x Swin-T's time and memory and
+1.25x the floor's time; on CUDA the training step at 512x512 and 800x1344,
+batch 2, within 1.0x Swin-T's time and 0.7x its memory.
 
 Examples::
 
     python tools/benchmark.py                                  # 512x512:2 and 800x1344:1
     python tools/benchmark.py --shapes 256x256 --repeats 1      # quick smoke run
-    python tools/benchmark.py --device cuda --dtype bfloat16 --repeats 10
+    python tools/benchmark.py --device cuda --dtype bfloat16 --repeats 10 \
+        --shapes 512x512:2 800x1344:2                           # the GPU targets
     python tools/benchmark.py --shapes 512x512:2 --modes train --profile
 """
 import argparse
@@ -34,7 +44,6 @@ import re
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -42,9 +51,10 @@ from torch import nn
 
 TOOLS = Path(__file__).resolve().parent
 sys.path[:0] = [str(TOOLS.parent), str(TOOLS)]
-from benchmark_na import synchronize  # noqa: E402
+from benchmark_na import elapsed, hardware_name, synchronize  # noqa: E402
 
-import nat_mm.ops.module as na_module  # noqa: E402
+from nat_mm.ops import na_backend  # noqa: E402
+from nat_mm.ops.functional import register_backend  # noqa: E402
 from nat_mm import NAT  # noqa: E402
 
 MODELS = {'nat': 'NAT-Tiny', 'swin': 'Swin-T', 'floor': 'NAT-T floor'}
@@ -52,9 +62,17 @@ MODES = ('infer', 'train')
 DEFAULT_SHAPES = ('512x512:2', '800x1344:1')
 #: The config (inside the installed mmseg) whose backbone is "Swin-T as MMSegmentation ships it".
 SWIN_CONFIG = 'configs/swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py'
-#: The shape, mode and bounds of the targets checked at the end.
-TARGET_SHAPE, TARGET_MODE = '512x512:2', 'train'
-MAX_TIME_VS_SWIN, MAX_MEMORY_VS_SWIN, MAX_TIME_VS_FLOOR = 1.0, 1.0, 1.25
+SWIN_SOURCES = ('auto', 'mmseg', 'timm')
+#: The timm model used as Swin-T where mmseg is not installed.
+TIMM_SWIN = 'swin_tiny_patch4_window7_224'
+#: Per device type: the mode and shapes of the targets checked at the end, and
+#: the bounds on NAT's ratios to the other models there ((model, quantity): bound).
+TARGETS = {
+    'cpu': dict(mode='train', shapes=('512x512:2',),
+                bounds={('swin', 'time'): 1.0, ('swin', 'memory'): 1.0, ('floor', 'time'): 1.25}),
+    'cuda': dict(mode='train', shapes=('512x512:2', '800x1344:2'),
+                 bounds={('swin', 'time'): 1.0, ('swin', 'memory'): 0.7}),
+}
 
 
 def parse_shape(text):
@@ -73,16 +91,24 @@ def shape_name(shape):
     return f'{height}x{width}:{batch}'
 
 
-def _pass_value_through(query, key, value, *args, **kwargs):
+#: The backend of the floor: passes ``value`` through (registered in nat_mm's seam, never
+#: a default).
+FLOOR_BACKEND = 'attention_free'
+
+
+def _pass_value_through(query, key, value, kernel_size, dilation, rpb, scale, dropout_p):
     return value
+
+
+register_backend(FLOOR_BACKEND, _pass_value_through)
 
 
 class AttentionFree(nn.Module):
     """Runs ``model`` with the neighbourhood attention core replaced by identity on v.
 
-    Only the name ``na2d`` that :class:`nat_mm.NeighborhoodAttention2D` calls is
-    swapped, for the duration of the forward; the backward of the floor never
-    reaches the attention op.
+    Every :func:`nat_mm.na2d` call of the forward uses the ``FLOOR_BACKEND``
+    (``nat_mm.ops.na_backend``); the backward of the floor never reaches the
+    attention op.
     """
 
     def __init__(self, model):
@@ -90,16 +116,33 @@ class AttentionFree(nn.Module):
         self.model = model
 
     def forward(self, inputs):
-        original = na_module.na2d
-        na_module.na2d = _pass_value_through
-        try:
+        with na_backend(FLOOR_BACKEND):
             return self.model(inputs)
-        finally:
-            na_module.na2d = original
 
 
-def build_swin(drop_path_rate):
-    """The Swin-T backbone of MMSegmentation's UperNet Swin-T config (no pretrained init)."""
+def swin_source(requested='auto'):
+    """'mmseg' or 'timm': which Swin-T ``build_swin`` builds for ``--swin requested``."""
+    if requested != 'auto':
+        return requested
+    try:
+        import mmseg.registry  # noqa: F401  (needs mmcv with its compiled ops)
+    except Exception:  # noqa: BLE001 - not installed, or mmcv without ops / wrong version
+        return 'timm'
+    return 'mmseg'
+
+
+def build_swin(drop_path_rate, shape, source='auto'):
+    """Swin-T without pretrained weights: MMSegmentation's (the backbone of its UperNet
+    Swin-T config) or timm's ``features_only`` model for inputs of ``shape`` (H, W, B)."""
+    if swin_source(source) == 'timm':
+        try:
+            import timm
+        except ImportError as error:
+            raise RuntimeError('benchmark: Swin-T needs mmsegmentation or timm; neither '
+                               f'imports ({error}); pip install timm, or drop swin from '
+                               '--models') from error
+        return timm.create_model(TIMM_SWIN, pretrained=False, features_only=True,
+                                 img_size=shape[:2], drop_path_rate=drop_path_rate)
     import mmseg
     from mmengine.config import Config
     from mmseg.registry import MODELS as MMSEG_MODELS
@@ -115,10 +158,11 @@ def build_swin(drop_path_rate):
     return MMSEG_MODELS.build(backbone)
 
 
-def build_model(name, drop_path_rate):
+def build_model(name, drop_path_rate, shape, swin='auto'):
+    """One of ``MODELS`` for inputs of ``shape`` (H, W, B), seeded."""
     torch.manual_seed(0)
     if name == 'swin':
-        return build_swin(drop_path_rate)
+        return build_swin(drop_path_rate, shape, swin)
     nat = NAT(arch='tiny', drop_path_rate=drop_path_rate)
     return AttentionFree(nat) if name == 'floor' else nat
 
@@ -155,11 +199,8 @@ def time_models(models, inputs, modes, dtype, repeats):
     for _ in range(repeats):
         for mode in modes:
             for name, model in models.items():
-                synchronize(device)
-                start = time.perf_counter()
-                run_step(model, inputs, mode, dtype)
-                synchronize(device)
-                times[(name, mode)].append(time.perf_counter() - start)
+                times[(name, mode)].append(
+                    elapsed(lambda: run_step(model, inputs, mode, dtype), device))
     return {key: statistics.median(values) for key, values in times.items()}
 
 
@@ -201,12 +242,14 @@ def peak_rss_growth(step):
     return _proc_status_bytes('VmHWM') - base
 
 
-def peak_memory(name, mode, shape, args, models, inputs):
-    """CUDA: measured in this process; CPU: in a fresh subprocess (peak RSS is per process)."""
-    if inputs.device.type == 'cuda':
+def peak_memory(name, mode, shape, args, models, inputs, fresh_process=True):
+    """CUDA: measured in this process; CPU: in a fresh subprocess (peak RSS is per process),
+    or with ``fresh_process=False`` in this one (quicker; memory freed earlier in this
+    process may be reused unseen)."""
+    if inputs.device.type == 'cuda' or not fresh_process:
         return peak_memory_here(models[name], inputs, mode, getattr(torch, args.dtype))
     probe = [sys.executable, __file__, '--memory-probe', json.dumps([name, mode, list(shape)]),
-             '--dtype', args.dtype, '--drop-path', str(args.drop_path)]
+             '--dtype', args.dtype, '--drop-path', str(args.drop_path), '--swin', args.swin]
     # A fixed glibc mmap threshold returns every freed block >= 64 KiB to the OS, so
     # memory freed by the warm-up step cannot be reused unseen by the measured step.
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(64 * 1024))
@@ -238,13 +281,12 @@ def ratio(numerator, denominator):
     return numerator / denominator if denominator > 0 else float('nan')
 
 
-def print_table(results, shapes, modes, names):
-    """results[(shape, mode)] = dict(time={name: s}, memory={name: bytes})."""
+def table_lines(results, shapes, modes, names):
+    """The table as lines; results[(shape, mode)] = dict(time={name: s}, memory={name: bytes})."""
     header = (f'{"shape":11s} {"mode":5s} | ' + ' '.join(f'{MODELS[n]:>11s}' for n in names)
               + f' | {"NAT/Swin":>8s} {"NAT/floor":>9s} {"attn share":>10s} | '
               + ' '.join(f'{"mem " + MODELS[n]:>15s}' for n in names) + f' | {"mem NAT/Swin":>12s}')
-    print(header)
-    print('-' * len(header))
+    lines = [header, '-' * len(header)]
     for shape in shapes:
         for mode in modes:
             time_, memory = results[(shape, mode)]['time'], results[(shape, mode)]['memory']
@@ -255,32 +297,89 @@ def print_table(results, shapes, modes, names):
                      if 'floor' in names else float('nan'))
             mem_cells = ' '.join(f'{memory[n] / 2**20:13.0f}MB' for n in names)
             mem_vs_swin = ratio(memory['nat'], memory['swin']) if 'swin' in names else float('nan')
-            print(f'{shape_name(shape):11s} {mode:5s} | {cells} | {vs_swin:7.2f}x {vs_floor:8.2f}x '
-                  f'{share:9.1%} | {mem_cells} | {mem_vs_swin:11.2f}x')
+            lines.append(f'{shape_name(shape):11s} {mode:5s} | {cells} | {vs_swin:7.2f}x '
+                         f'{vs_floor:8.2f}x {share:9.1%} | {mem_cells} | {mem_vs_swin:11.2f}x')
+    return lines
 
 
-def check_targets(results, shapes, names):
-    """PASS/FAIL lines for the training-step targets at 512x512 batch 2."""
-    target = parse_shape(TARGET_SHAPE)
-    missing = [n for n in ('nat', 'swin', 'floor') if n not in names]
-    if target not in shapes or (target, TARGET_MODE) not in results or missing:
-        print(f'targets: NOT MEASURED (need --shapes {TARGET_SHAPE}, --modes {TARGET_MODE} and '
-              'all three models)')
-        return
-    time_, memory = results[(target, TARGET_MODE)]['time'], results[(target, TARGET_MODE)]['memory']
-    checks = [
-        (f'NAT time <= {MAX_TIME_VS_SWIN:.2f}x Swin-T', ratio(time_['nat'], time_['swin']),
-         MAX_TIME_VS_SWIN),
-        (f'NAT peak memory <= {MAX_MEMORY_VS_SWIN:.2f}x Swin-T',
-         ratio(memory['nat'], memory['swin']), MAX_MEMORY_VS_SWIN),
-        (f'NAT time <= {MAX_TIME_VS_FLOOR:.2f}x floor', ratio(time_['nat'], time_['floor']),
-         MAX_TIME_VS_FLOOR),
-    ]
-    for label, value, bound in checks:
-        print(f'{"PASS" if value <= bound else "FAIL"}: {TARGET_MODE} step {TARGET_SHAPE}: '
-              f'{label} (measured {value:.2f}x)')
-    passed = all(value <= bound for _, value, bound in checks)
-    print(f'targets: {"PASS" if passed else "FAIL"}')
+def check_targets(results, device_type):
+    """(passed or None when not measured, PASS/FAIL lines) for the targets of ``device_type``."""
+    target = TARGETS[device_type]
+    mode = target['mode']
+    needed = sorted({name for name, _ in target['bounds']} | {'nat'})
+    shapes = [parse_shape(text) for text in target['shapes']]
+    measured = [(shape, mode) in results and all(n in results[(shape, mode)]['time']
+                                                 for n in needed) for shape in shapes]
+    if not all(measured):
+        return None, [f'targets ({device_type}): NOT MEASURED (need --shapes '
+                      f'{" ".join(target["shapes"])}, --modes {mode} and --models '
+                      f'{" ".join(needed)})']
+    lines, passed = [], True
+    for shape in shapes:
+        result = results[(shape, mode)]
+        for (other, quantity), bound in target['bounds'].items():
+            value = ratio(result[quantity]['nat'], result[quantity][other])
+            ok = value <= bound
+            passed &= ok
+            lines.append(f'{"PASS" if ok else "FAIL"}: {mode} step {shape_name(shape)}: NAT '
+                         f'{"peak memory" if quantity == "memory" else "time"} <= {bound:.2f}x '
+                         f'{MODELS[other]} (measured {value:.2f}x)')
+    lines.append(f'targets ({device_type}): {"PASS" if passed else "FAIL"}')
+    return passed, lines
+
+
+def describe(models, dtype, repeats, device, swin, fresh_process):
+    """The title lines: hardware, versions, what each model is."""
+    where = 'fresh process' if fresh_process else 'this process'
+    lines = [f'backbone benchmark: {str(dtype).replace("torch.", "")}, {hardware_name(device)}, '
+             f'torch {torch.__version__}; time: median of {repeats} interleaved repeats '
+             f'({"CUDA events" if device.type == "cuda" else "perf_counter"}); memory: peak extra '
+             'of one step after a warm-up step '
+             f'({"max_memory_allocated" if device.type == "cuda" else "peak RSS, " + where})']
+    for name, model in models.items():
+        params = sum(p.numel() for p in model.parameters()) / 1e6
+        source = f' ({swin_source(swin)})' if name == 'swin' else ''
+        lines.append(f'  {name:5s} = {MODELS[name]}{source}: {params:.2f}M parameters')
+    lines.append('  attn share = (NAT - floor) / NAT time: the attention core (QK, softmax, AV)')
+    return lines
+
+
+def benchmark(args, emit=print, fresh_process=True):
+    """Measures every shape and mode of ``args`` (see ``parse_args``), passing the
+    lines of the report to ``emit``; returns (results, targets passed or None).
+    ``fresh_process``: see ``peak_memory``."""
+    dtype = getattr(torch, args.dtype)
+    device = torch.device(args.device)
+    results = {}
+    for index, shape in enumerate(args.shapes):
+        models = {name: build_model(name, args.drop_path, shape, args.swin).to(device)
+                  for name in args.models}
+        if index == 0:
+            for line in describe(models, dtype, args.repeats, device, args.swin, fresh_process):
+                emit(line)
+        inputs = make_inputs(shape, device)
+        times = time_models(models, inputs, args.modes, dtype, args.repeats)
+        for mode in args.modes:
+            results[(shape, mode)] = dict(
+                time={name: times[(name, mode)] for name in models},
+                memory={name: peak_memory(name, mode, shape, args, models, inputs,
+                                          fresh_process) for name in models})
+        emit(f'  measured {shape_name(shape)}')
+        del models, inputs
+        if device.type == 'cuda':
+            torch.cuda.empty_cache()
+    emit('')
+    for line in table_lines(results, args.shapes, args.modes, list(args.models)):
+        emit(line)
+    passed, lines = check_targets(results, device.type)
+    for line in lines:
+        emit(line)
+    if args.profile:
+        shape = args.shapes[0]
+        models = {name: build_model(name, args.drop_path, shape, args.swin).to(device)
+                  for name in args.models}
+        profile_training_step(models, make_inputs(shape, device), dtype, args.profile_rows)
+    return results, passed
 
 
 def parse_args(argv=None):
@@ -293,6 +392,8 @@ def parse_args(argv=None):
                              + ' '.join(DEFAULT_SHAPES))
     parser.add_argument('--modes', nargs='+', choices=MODES, default=list(MODES))
     parser.add_argument('--models', nargs='+', choices=list(MODELS), default=list(MODELS))
+    parser.add_argument('--swin', choices=SWIN_SOURCES, default='auto',
+                        help="Swin-T from mmseg or timm; auto: mmseg when it imports, else timm")
     parser.add_argument('--repeats', type=int, default=3, help='timed repeats (median)')
     parser.add_argument('--drop-path', type=float, default=0.3,
                         help='drop-path rate of both backbones (their ADE20K configs use 0.3)')
@@ -307,7 +408,8 @@ def parse_args(argv=None):
     if 'nat' not in args.models:
         parser.error('--models must include nat (every ratio is relative to it)')
     if args.device == 'cuda' and not torch.cuda.is_available():
-        parser.error('--device cuda: CUDA is not available')
+        parser.error('--device cuda: CUDA is not available (torch '
+                     f'{torch.__version__}); run on a GPU machine or use --device cpu')
     if args.device == 'cpu' and args.dtype == 'float16':
         parser.error('--dtype float16 needs --device cuda (use bfloat16 on CPU)')
     return args
@@ -315,40 +417,14 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    dtype = getattr(torch, args.dtype)
-    device = torch.device(args.device)
     if args.memory_probe:
         name, mode, shape = json.loads(args.memory_probe)
-        model = build_model(name, args.drop_path).to(device)
-        print(peak_memory_here(model, make_inputs(tuple(shape), device), mode, dtype))
+        device = torch.device(args.device)
+        model = build_model(name, args.drop_path, tuple(shape), args.swin).to(device)
+        print(peak_memory_here(model, make_inputs(tuple(shape), device), mode,
+                               getattr(torch, args.dtype)))
         return
-    models = {name: build_model(name, args.drop_path).to(device) for name in args.models}
-    hardware = (torch.cuda.get_device_name(device) if device.type == 'cuda'
-                else f'CPU, {torch.get_num_threads()} threads')
-    print(f'backbone benchmark: {args.dtype}, {hardware}, torch {torch.__version__}; '
-          f'drop_path {args.drop_path}; time: median of {args.repeats} interleaved repeats; '
-          f'memory: peak extra of one step after a warm-up step '
-          f'({"max_memory_allocated" if device.type == "cuda" else "peak RSS, fresh process"})')
-    for name, model in models.items():
-        params = sum(p.numel() for p in model.parameters()) / 1e6
-        print(f'  {name:5s} = {MODELS[name]}: {params:.2f}M parameters')
-    print('  attn share = (NAT - floor) / NAT time: the attention core (QK, softmax, AV)')
-    results = {}
-    for shape in args.shapes:
-        inputs = make_inputs(shape, device)
-        times = time_models(models, inputs, args.modes, dtype, args.repeats)
-        for mode in args.modes:
-            results[(shape, mode)] = dict(
-                time={name: times[(name, mode)] for name in models},
-                memory={name: peak_memory(name, mode, shape, args, models, inputs)
-                        for name in models})
-        print(f'  measured {shape_name(shape)}', flush=True)
-    print()
-    print_table(results, args.shapes, args.modes, list(models))
-    check_targets(results, args.shapes, list(models))
-    if args.profile:
-        profile_training_step(models, make_inputs(args.shapes[0], device), dtype,
-                              args.profile_rows)
+    benchmark(args, emit=lambda line: print(line, flush=True))
 
 
 if __name__ == '__main__':

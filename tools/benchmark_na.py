@@ -1,18 +1,27 @@
 """Benchmark nat_mm's neighbourhood attention against the gather reference.
 
 Prints, side by side and measured in one run, forward time, forward+backward
-time and peak extra memory of the fast path (``nat_mm.na2d``) and of the
-legacy gather implementation (``nat_mm.na2d_reference``), and their ratios.
+time and peak extra memory of the fast path (``nat_mm.na2d``, the device's
+default backend or ``--backend``) and of the legacy gather implementation
+(``nat_mm.na2d_reference``), and their ratios.
 
-Times are medians of interleaved repeats. Peak memory is measured for one
-forward+backward: on CUDA with ``torch.cuda.max_memory_allocated``; on CPU as
-the growth of the peak resident set size (VmHWM) of a fresh subprocess (each
-(case, implementation) pair runs alone in its own process; Linux).
+Times are medians of interleaved repeats, each measured by :func:`elapsed`
+(CUDA events on CUDA, ``time.perf_counter`` around a synchronised call
+elsewhere). Peak memory is measured for one forward+backward after a warm-up
+one: on CUDA with ``torch.cuda.max_memory_allocated`` beyond what was
+allocated before; on CPU as the growth of the peak resident set size (VmHWM)
+of a fresh subprocess (each (case, implementation) pair runs alone in its own
+process; Linux).
+
+Each measurement is one function (``time_case``, ``peak_memory``), and
+``measure_case`` / ``benchmark`` put them together, so that other tools
+(``tools/gpu_check.py``) import them instead of measuring again their own way.
 
 Examples::
 
     python tools/benchmark_na.py
     python tools/benchmark_na.py --device cuda --dtype bfloat16
+    python tools/benchmark_na.py --device cuda --dtype bfloat16 --backend csr
 """
 import argparse
 import json
@@ -25,9 +34,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from nat_mm.ops import na2d, na2d_reference  # noqa: E402
+from nat_mm.ops import available_backends, na2d, na2d_reference, na_backend  # noqa: E402
+from nat_mm.ops.functional import DEFAULT_ORDER  # noqa: E402
 
 IMPLEMENTATIONS = {'fast': na2d, 'reference': na2d_reference}
+MODES = ('fwd', 'fwd+bwd')
 
 # name: (batch, heads, height, width, head_dim, kernel, dilation)
 CASES = {
@@ -39,15 +50,18 @@ CASES = {
 
 
 def make_inputs(case, device, dtype, seed=0):
+    """q, k, v: (B, heads, H, W, head_dim) and rpb (heads, 2K-1, 2K-1), all in ``dtype``
+    (a model cast to ``dtype``; the reference needs one dtype), on ``device``, requiring grad."""
     batch, heads, height, width, head_dim, kernel, _ = CASES[case]
     gen = torch.Generator().manual_seed(seed)
     q, k, v = (torch.randn(batch, heads, height, width, head_dim, generator=gen)
                .to(device, dtype).requires_grad_() for _ in range(3))
     rpb = torch.randn(heads, 2 * kernel - 1, 2 * kernel - 1, generator=gen) * 0.02
-    return q, k, v, rpb.to(device).requires_grad_()
+    return q, k, v, rpb.to(device, dtype).requires_grad_()
 
 
 def run_once(impl, case, inputs, backward):
+    """One forward (no_grad) or one forward + backward of ``impl`` on ``inputs``."""
     _, _, _, _, _, kernel, dilation = CASES[case]
     q, k, v, rpb = inputs
     if not backward:
@@ -65,25 +79,44 @@ def synchronize(device):
         torch.cuda.synchronize(device)
 
 
-def time_cases(case, device, dtype, repeats, impls):
-    """Median seconds per implementation for forward and forward+backward."""
+def elapsed(fn, device):
+    """Seconds one call of ``fn()`` takes on ``device``.
+
+    On CUDA the time between two CUDA events recorded around the call (the
+    GPU's own clock, after the queue is drained first, so earlier work does
+    not count); elsewhere ``time.perf_counter`` around the call.
+    """
+    device = torch.device(device)
+    if device.type == 'cuda':
+        start, end = (torch.cuda.Event(enable_timing=True) for _ in range(2))
+        torch.cuda.synchronize(device)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1000
+    begin = time.perf_counter()
+    fn()
+    return time.perf_counter() - begin
+
+
+def time_case(case, device, dtype, repeats, impls=tuple(IMPLEMENTATIONS)):
+    """{(impl, mode): median seconds} for mode in ``MODES``, after one warm-up
+    forward+backward per implementation (caches, allocator, kernels)."""
     inputs = make_inputs(case, device, dtype)
-    times = {(impl, mode): [] for impl in impls for mode in ('fwd', 'fwd+bwd')}
-    for impl in impls:                         # warm-up (caches, allocator, kernels)
+    for impl in impls:
         run_once(impl, case, inputs, backward=True)
+    times = {(impl, mode): [] for impl in impls for mode in MODES}
     for _ in range(repeats):
         for impl in impls:
-            for mode in ('fwd', 'fwd+bwd'):
-                synchronize(device)
-                start = time.perf_counter()
-                run_once(impl, case, inputs, backward=mode == 'fwd+bwd')
-                synchronize(device)
-                times[(impl, mode)].append(time.perf_counter() - start)
+            for mode in MODES:
+                times[(impl, mode)].append(elapsed(
+                    lambda: run_once(impl, case, inputs, backward=mode == 'fwd+bwd'), device))
     return {key: statistics.median(values) for key, values in times.items()}
 
 
 def peak_memory_here(impl, case, device, dtype):
-    """Peak bytes allocated by one forward+backward, beyond the inputs."""
+    """Peak bytes of one forward+backward in this process, beyond the inputs."""
     inputs = make_inputs(case, device, dtype)
     if device.type == 'cuda':
         run_once(impl, case, inputs, backward=True)
@@ -121,11 +154,15 @@ def peak_rss():
     return _proc_status_bytes('VmHWM')
 
 
-def peak_memory(impl, case, device, dtype):
-    if device.type == 'cuda':
+def peak_memory(impl, case, device, dtype, fresh_process=True, backend=None):
+    """Peak extra bytes of one forward+backward: in this process on CUDA; on CPU in a
+    fresh subprocess (peak RSS is per process), or with ``fresh_process=False`` in this
+    one (quicker; memory freed earlier in this process may be reused unseen)."""
+    if device.type == 'cuda' or not fresh_process:
         return peak_memory_here(impl, case, device, dtype)
     probe = [sys.executable, __file__, '--memory-probe', json.dumps([impl, case]),
-             '--dtype', str(dtype).replace('torch.', '')]
+             '--dtype', str(dtype).replace('torch.', '')] + (['--backend', backend] if backend
+                                                             else [])
     return int(subprocess.run(probe, check=True, capture_output=True, text=True)
                .stdout.strip().splitlines()[-1])
 
@@ -205,21 +242,97 @@ def count_kernels(device):
         row('Swin-T (mmseg) training step, 256x256 batch 1', lambda: backbone_step(swin, image))
 
 
-def parse_args():
+def measure_case(case, device, dtype, repeats, fresh_process=True, backend=None):
+    """{'time': {(impl, mode): s}, 'memory': {impl: bytes}} of one case, the fast path
+    with ``backend`` (None: the device's default)."""
+    with na_backend(backend):
+        return dict(time=time_case(case, device, dtype, repeats),
+                    memory={impl: peak_memory(impl, case, device, dtype, fresh_process, backend)
+                            for impl in IMPLEMENTATIONS})
+
+
+def hardware_name(device):
+    device = torch.device(device)
+    if device.type == 'cuda':
+        return torch.cuda.get_device_name(device)
+    return f'CPU, {torch.get_num_threads()} threads'
+
+
+def default_backend(device):
+    """The backend na2d uses on ``device`` when none is chosen."""
+    return DEFAULT_ORDER.get(device.type, DEFAULT_ORDER['*'])[0]
+
+
+def table_header(device, dtype, repeats, fresh_process=True, backend=None):
+    """The title line, the column header and the rule of the table."""
+    where = ''
+    if device.type != 'cuda':
+        where = f' (peak RSS, {"fresh" if fresh_process else "this"} process)'
+    title = (f'neighbourhood attention, kernel 7, head_dim 32, {str(dtype).replace("torch.", "")}, '
+             f'{hardware_name(device)}, torch {torch.__version__}; fast = backend '
+             f'{backend or default_backend(device) + " (default)"}; times: median of {repeats} '
+             f'({"CUDA events" if device.type == "cuda" else "perf_counter"}); memory: peak extra '
+             f'of one fwd+bwd{where}')
+    header = (f'{"case":34s} | {"fwd ref":>8s} {"fwd fast":>8s} {"speedup":>7s} | '
+              f'{"f+b ref":>8s} {"f+b fast":>8s} {"speedup":>7s} | '
+              f'{"mem ref":>9s} {"mem fast":>9s} {"ratio":>6s}')
+    return [title, header, '-' * len(header)]
+
+
+def table_row(case, result):
+    """One line of the table from ``measure_case``'s result."""
+    times, mem = result['time'], result['memory']
+    fwd = times[('reference', 'fwd')], times[('fast', 'fwd')]
+    both = times[('reference', 'fwd+bwd')], times[('fast', 'fwd+bwd')]
+    return (f'{case:34s} | {fwd[0]:7.3f}s {fwd[1]:7.3f}s {fwd[0] / fwd[1]:6.2f}x | '
+            f'{both[0]:7.3f}s {both[1]:7.3f}s {both[0] / both[1]:6.2f}x | '
+            f'{mem["reference"] / 2**20:7.0f}MB {mem["fast"] / 2**20:7.0f}MB '
+            f'{mem["fast"] / max(mem["reference"], 1):6.3f}')
+
+
+def benchmark(cases, device, dtype, repeats, emit=print, fresh_process=True, backend=None):
+    """Measures ``cases`` and passes each line of the table to ``emit`` as soon as
+    it is known; returns {case: measure_case result}. ``fresh_process``: see
+    ``peak_memory``; ``backend``: of the fast path, None for the device's default."""
+    device = torch.device(device)
+    for line in table_header(device, dtype, repeats, fresh_process, backend):
+        emit(line)
+    results = {}
+    for case in cases:
+        results[case] = measure_case(case, device, dtype, repeats, fresh_process, backend)
+        emit(table_row(case, results[case]))
+    return results
+
+
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
     parser.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16', 'float16'])
     parser.add_argument('--repeats', type=int, default=5)
     parser.add_argument('--cases', nargs='*', default=list(CASES),
                         help='subset of: ' + ', '.join(repr(c) for c in CASES))
     parser.add_argument('--count-kernels', action='store_true',
                         help='count ATen ops and Triton launches per fwd+bwd and training step')
+    parser.add_argument('--backend', help="the fast path's na2d backend (default: the "
+                        "device's first; see nat_mm.ops.available_backends)")
     parser.add_argument('--memory-probe', help=argparse.SUPPRESS)
-    return parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error('--repeats must be >= 1')
+    unknown = [case for case in args.cases if case not in CASES]
+    if unknown:
+        parser.error(f'unknown case(s) {unknown}; choose from {list(CASES)}')
+    if args.device == 'cuda' and not torch.cuda.is_available():
+        parser.error('--device cuda: CUDA is not available (torch '
+                     f'{torch.__version__}); run on a GPU machine or use --device cpu')
+    if args.backend and args.backend not in available_backends(args.device):
+        parser.error(f'--backend {args.backend}: not available on {args.device}; choose from '
+                     f'{list(available_backends(args.device))}')
+    return args
 
 
-def main():
-    args = parse_args()
+def main(argv=None):
+    args = parse_args(argv)
     dtype = getattr(torch, args.dtype)
     device = torch.device(args.device)
     if args.count_kernels:
@@ -227,30 +340,11 @@ def main():
         return
     if args.memory_probe:
         impl, case = json.loads(args.memory_probe)
-        print(peak_memory_here(impl, case, device, dtype))
+        with na_backend(args.backend):
+            print(peak_memory_here(impl, case, device, dtype))
         return
-    for case in args.cases:
-        if case not in CASES:
-            sys.exit(f'unknown case {case!r}; choose from {list(CASES)}')
-    name = torch.cuda.get_device_name(device) if device.type == 'cuda' else \
-        f'CPU, {torch.get_num_threads()} threads'
-    print(f'neighbourhood attention, kernel 7, head_dim 32, {args.dtype}, {name}, '
-          f'torch {torch.__version__}; times: median of {args.repeats}; memory: peak extra '
-          'of one fwd+bwd')
-    header = (f'{"case":34s} | {"fwd ref":>8s} {"fwd fast":>8s} {"speedup":>7s} | '
-              f'{"f+b ref":>8s} {"f+b fast":>8s} {"speedup":>7s} | '
-              f'{"mem ref":>9s} {"mem fast":>9s} {"ratio":>6s}')
-    print(header)
-    print('-' * len(header))
-    for case in args.cases:
-        times = time_cases(case, device, dtype, args.repeats, list(IMPLEMENTATIONS))
-        mem = {impl: peak_memory(impl, case, device, dtype) for impl in IMPLEMENTATIONS}
-        fwd = times[('reference', 'fwd')], times[('fast', 'fwd')]
-        both = times[('reference', 'fwd+bwd')], times[('fast', 'fwd+bwd')]
-        print(f'{case:34s} | {fwd[0]:7.3f}s {fwd[1]:7.3f}s {fwd[0] / fwd[1]:6.2f}x | '
-              f'{both[0]:7.3f}s {both[1]:7.3f}s {both[0] / both[1]:6.2f}x | '
-              f'{mem["reference"] / 2**20:7.0f}MB {mem["fast"] / 2**20:7.0f}MB '
-              f'{mem["fast"] / max(mem["reference"], 1):6.3f}', flush=True)
+    benchmark(args.cases, device, dtype, args.repeats, emit=lambda line: print(line, flush=True),
+              backend=args.backend)
 
 
 if __name__ == '__main__':

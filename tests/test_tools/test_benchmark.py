@@ -1,4 +1,5 @@
-"""tools/benchmark.py: the attention-free floor and a smoke run of the whole table."""
+"""tools/benchmark.py: the attention-free floor, the targets, a smoke run of the whole table;
+tools/benchmark_na.py in bfloat16."""
 import importlib.util
 import subprocess
 import sys
@@ -7,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nat_mm import NAT
+from nat_mm import NAT, na2d
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -22,8 +23,8 @@ def benchmark():
 
 
 def test_floor_removes_only_the_attention_core(benchmark):
-    """In the floor each attention layer outputs proj(v): qkv and proj still run."""
-    import nat_mm.ops.module as na_module
+    """In the floor each attention layer outputs proj(v): qkv and proj still run; outside
+    it na2d attends again."""
     torch.manual_seed(0)
     nat = NAT(arch=dict(embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2),
                         mlp_ratio=2.)).eval()
@@ -35,7 +36,8 @@ def test_floor_removes_only_the_attention_core(benchmark):
         x = seen['x']
         value = attention.qkv(x)[..., 2 * attention.dim:]
         torch.testing.assert_close(seen['out'], attention.proj(value))
-    assert na_module.na2d is not benchmark._pass_value_through      # restored
+    q, k, v = torch.randn(3, 1, 1, 8, 8, 4).unbind(0)
+    assert not torch.allclose(na2d(q, k, v, 3), v)                   # default backend again
 
 
 def test_shape_parsing(benchmark):
@@ -59,4 +61,47 @@ def test_smoke_run_prints_the_table():
         assert column in header
     rows = [line for line in lines if line.startswith('64x64:1')]
     assert [row.split()[1] for row in rows] == ['train']
-    assert 'targets: NOT MEASURED' in result.stdout
+    assert 'targets (cpu): NOT MEASURED' in result.stdout
+
+
+def _results(shapes, nat_time, nat_memory):
+    """Benchmark results where Swin-T takes 1 s and 1000 bytes, the floor 0.8 s."""
+    return {(shape, 'train'): dict(time=dict(nat=nat_time, swin=1.0, floor=0.8),
+                                   memory=dict(nat=nat_memory, swin=1000, floor=900))
+            for shape in shapes}
+
+
+def test_cuda_targets_at_both_sizes(benchmark):
+    shapes = [(512, 512, 2), (800, 1344, 2)]
+    passed, lines = benchmark.check_targets(_results(shapes, 0.95, 650), 'cuda')
+    assert passed is True and lines[-1] == 'targets (cuda): PASS'
+    assert sum(line.startswith('PASS') for line in lines) == 4     # time, memory x 2 sizes
+    results = _results(shapes, 0.95, 650)
+    results[(shapes[1], 'train')]['memory']['nat'] = 750            # 0.75x > 0.7x
+    passed, lines = benchmark.check_targets(results, 'cuda')
+    assert passed is False
+    assert ('FAIL: train step 800x1344:2: NAT peak memory <= 0.70x Swin-T (measured 0.75x)'
+            in lines)
+    passed, lines = benchmark.check_targets(_results(shapes[:1], 0.95, 650), 'cuda')
+    assert passed is None and 'NOT MEASURED' in lines[0] and '800x1344:2' in lines[0]
+
+
+def test_cpu_targets_include_the_floor(benchmark):
+    passed, lines = benchmark.check_targets(_results([(512, 512, 2)], 1.05, 900), 'cpu')
+    assert passed is False
+    assert 'FAIL: train step 512x512:2: NAT time <= 1.00x Swin-T (measured 1.05x)' in lines
+    assert 'FAIL: train step 512x512:2: NAT time <= 1.25x NAT-T floor (measured 1.31x)' in lines
+    assert 'PASS: train step 512x512:2: NAT peak memory <= 1.00x Swin-T (measured 0.90x)' in lines
+
+
+def test_benchmark_na_runs_in_bfloat16(load_tool):
+    """Both implementations run on bfloat16 inputs and agree (rpb in the inputs' dtype)."""
+    benchmark_na = load_tool('benchmark_na')
+    case = 'stage3@512 (B2 h8 32x32)'
+    inputs = benchmark_na.make_inputs(case, torch.device('cpu'), torch.bfloat16)
+    assert {t.dtype for t in inputs} == {torch.bfloat16}
+    fast, reference = (benchmark_na.run_once(impl, case, inputs, backward=False)
+                       for impl in ('fast', 'reference'))
+    torch.testing.assert_close(fast.float(), reference.float(), atol=3e-2, rtol=3e-2)
+    benchmark_na.run_once('fast', case, inputs, backward=True)
+    assert all(t.grad is None for t in inputs)                      # cleared for the next run
