@@ -1,0 +1,151 @@
+"""Neighbourhood attention from dense, exportable ops: the ``'export'`` backend.
+
+``torch.export`` and ONNX cannot trace the CSR path's sparse tensors (nor any
+custom kernel), so while a model is exported :func:`nat_mm.ops.na2d` runs
+this formulation instead. It uses only index gathers (``index_select``:
+ONNX ``Gather``), batched matmuls, additions and one softmax; every index is
+computed with tensor ops from the (possibly symbolic) map size, so one
+exported graph serves every H, W >= kernel_size * dilation.
+
+How it avoids K*K copies of keys and values: queries are cut, per dilation
+group along W, into tiles of ``TILE`` consecutive columns of one map row.
+For a query row y and a kernel row ky every query of the row reads the same
+key row ``rows[y, ky]`` (NATTEN's shifted window along H), and the windows
+of a tile's queries along W lie in a halo of ``TILE + K - 1`` columns of it.
+So, for each of the K kernel rows, one gather copies the halos of every tile
+(``(TILE + K - 1) / TILE`` copies of the keys), a batched matmul gives the
+tile's logits against its halo, and an additive bias puts the rpb on the K
+columns of each query's window and -inf elsewhere. The softmax runs over
+the K halo rows at once (``K * (TILE + K - 1)`` logits per query, of which
+K*K are finite; the others get weight exactly 0), and the output is the sum
+over kernel rows of weights @ value halo. Peak extra memory: the logits and
+weights (``K * (TILE + K - 1)`` per query and head) and one halo copy of
+keys or values at a time.
+"""
+import torch
+
+#: Query columns per tile: a query computes K * (TILE + K - 1) logits (2x
+#: K*K for K = 7), and each kernel row copies (TILE + K - 1) / TILE keys.
+TILE = 8
+
+
+def is_available(device_type):
+    """Dense ops only: available on every device."""
+    return True
+
+
+def _row_windows(height, kernel_size, dilation, device):
+    """Key rows and rpb row indices of every query row.
+
+    Args:
+        height: map height H (int or symbolic size), >= kernel_size * dilation.
+
+    Returns:
+        (rows, bias): LongTensors (H, K); ``rows[y, ky]`` is the map row of
+        the ky-th kernel row of query row y, ``bias[y, ky]`` its rpb index
+        ``(K-1) + (key_row - y) / dilation``.
+    """
+    y = torch.arange(height, device=device)
+    group, in_group = y % dilation, y // dilation
+    group_len = (height - group + dilation - 1) // dilation
+    start = torch.minimum((in_group - kernel_size // 2).clamp(min=0), group_len - kernel_size)
+    steps = start[:, None] + torch.arange(kernel_size, device=device)
+    return group[:, None] + dilation * steps, (kernel_size - 1) + steps - in_group[:, None]
+
+
+def _column_tiles(width, kernel_size, dilation, device):
+    """The column tiling of one map row.
+
+    Slots are (group g, tile n, t) with ``n < tiles`` where ``tiles`` covers
+    the longest dilation group (plus one); slot (g, n, t) holds the query column
+    ``g + d * (n * TILE + t)``, or for slots past the end of group g a copy
+    of the group's last query (computed, then never read back).
+
+    Returns:
+        query: (d * tiles, TILE) the query column of each slot.
+        slot: (W,) the flat slot ``tile * TILE + t`` of each column (gathers
+            the outputs back).
+        halo: (d * tiles, TILE + K - 1) the key columns of each tile's halo.
+        bias: (d * tiles, TILE, TILE + K - 1) rpb column index of each
+            (query, halo column) inside the query's window, ``2K - 1``
+            outside (where the extended rpb holds -inf).
+    """
+    k, d = kernel_size, dilation
+    # One tile more than the longest group needs: with at least 2 tiles
+    # torch.export need not guard a size-1 dimension (the extra tile is dropped).
+    tiles = ((width + d - 1) // d + TILE - 1) // TILE + 1
+    # Tile m of the flat (group, tile) axis: group m // tiles, tile m % tiles
+    # (built flat: reshaping symbolic sizes would make torch.export guard them).
+    m = torch.arange(d * tiles, device=device)[:, None]
+    g = m // torch.full((), tiles, device=device)              # (d * tiles, 1)
+    n = m - g * tiles
+    group_len = (width - g + d - 1) // d
+    in_group = torch.minimum(n * TILE + torch.arange(TILE, device=device), group_len - 1)
+    start = torch.minimum((in_group - k // 2).clamp(min=0), group_len - k)   # (d*tiles, TILE)
+    halo_start = start[:, :1]
+    position = halo_start + torch.arange(TILE + k - 1, device=device)   # (d*tiles, TILE+K-1)
+    halo = g + d * torch.minimum(position, group_len - 1)
+    position = position[:, None, :]
+    inside = (position >= start[..., None]) & (position < start[..., None] + k)
+    bias = torch.where(inside, (k - 1) + position - in_group[..., None], 2 * k - 1)
+    x = torch.arange(width, device=device)
+    slot = (x % d) * (tiles * TILE) + x // d
+    return g + d * in_group, slot, halo, bias
+
+
+def na2d_export(query, key, value, kernel_size, dilation, rpb, scale, dropout_p):
+    """Neighbourhood attention (NATTEN's semantics) by halo gathers and matmuls.
+
+    Args:
+        query, key, value: (B, heads, H, W, head_dim), H and W >= K * dilation
+            (checked by :func:`nat_mm.ops.na2d`).
+        kernel_size: odd K.
+        dilation: d >= 1.
+        rpb: (heads, 2K-1, 2K-1) or None.
+        scale: logit scale (a number).
+        dropout_p: dropout probability on the attention weights (applied as given).
+
+    Returns:
+        (B, heads, H, W, head_dim).
+    """
+    heads, height, width = query.shape[1:4]
+    k = kernel_size
+    halo_len = TILE + k - 1
+    device = query.device
+    rows, row_bias = _row_windows(height, k, dilation, device)
+    query_cols, slot, halo, col_bias = _column_tiles(width, k, dilation, device)
+
+    # Advanced indexing with index tensors of the output's shape (one ONNX
+    # Gather each): views to symbolic sizes would make torch.export guard them.
+    q = (query * scale)[:, :, :, query_cols]            # (B, heads, H, tiles, TILE, D)
+    flat_keys = key.flatten(2, 3)
+    flat_values = value.flatten(2, 3)
+    # Flat (H * W) index of halo column j of tile n in kernel row ky of query row y.
+    halo_index = rows[:, :, None, None] * width + halo[None, None]    # (H, K, tiles, halo)
+
+    if rpb is None:
+        mask = torch.zeros((), dtype=query.dtype, device=device).expand(
+            heads, 2 * k - 1, 2 * k - 1)
+    else:
+        mask = rpb.to(query.dtype)
+    # (heads, (2K-1) * 2K): each rpb row with one -inf column appended.
+    bias_table = torch.cat(
+        [mask, torch.full_like(mask[:, :, :1], float('-inf'))], dim=2).flatten(1)
+    # (H, K, tiles, TILE, halo) flat index into bias_table.
+    bias_index = row_bias[:, :, None, None, None] * (2 * k) + col_bias[None, None]
+
+    logits = []
+    for ky in range(k):
+        keys = flat_keys[:, :, halo_index[:, ky]]        # (B, heads, H, tiles, halo, D)
+        bias = bias_table[:, bias_index[:, ky]]          # (heads, H, tiles, TILE, halo)
+        logits.append(torch.matmul(q, keys.transpose(-1, -2)) + bias)
+    weights = torch.cat(logits, dim=-1).softmax(dim=-1)  # (B, heads, H, tiles, TILE, K * halo)
+    del logits
+    if dropout_p:
+        weights = torch.nn.functional.dropout(weights, dropout_p)
+    out = None
+    for ky in range(k):
+        values = flat_values[:, :, halo_index[:, ky]]
+        part = torch.matmul(weights[..., ky * halo_len:(ky + 1) * halo_len], values)
+        out = part if out is None else out + part
+    return out[:, :, :, slot // TILE, slot % TILE]
