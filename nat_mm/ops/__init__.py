@@ -1,5 +1,6 @@
-from .functional import na2d
+from .functional import BackendError, available_backends, na2d, na_backend
 from .module import NeighborhoodAttention2D
 from .reference import na2d_reference
 
-__all__ = ['na2d', 'na2d_reference', 'NeighborhoodAttention2D']
+__all__ = ['na2d', 'na2d_reference', 'NeighborhoodAttention2D', 'available_backends',
+           'na_backend', 'BackendError']

@@ -1,5 +1,34 @@
-"""Helpers both fast paths (:mod:`.csr`, :mod:`.halo`) share."""
+"""Helpers the fast backends share (window indices, layout, dropout masks).
+
+The reference (:mod:`.reference`) deliberately uses none of them.
+"""
 import torch
+
+
+def neighborhood_indices(length: int, kernel_size: int, dilation: int, device=None):
+    """Key positions and rpb indices of every query along one axis (NATTEN's windows).
+
+    Args:
+        length: number of positions L along the axis (L >= kernel_size * dilation).
+        kernel_size: odd window size K.
+        dilation: dilation d.
+
+    Returns:
+        (keys, bias): two LongTensors of shape (L, K). ``keys[i, t]`` is the
+        position of the t-th neighbour of query i; ``bias[i, t]`` is its index
+        into the (2K-1)-long rpb axis, ``(K-1) + (key - query) / d``.
+    """
+    i = torch.arange(length, device=device)
+    group = i % dilation
+    pos_in_group = i // dilation
+    group_len = (length - group + dilation - 1) // dilation
+    start = (pos_in_group - kernel_size // 2).clamp(min=0)
+    start = torch.minimum(start, group_len - kernel_size)
+    t = torch.arange(kernel_size, device=device)
+    steps = start[:, None] + t[None, :]                     # (L, K), group units
+    keys = group[:, None] + dilation * steps
+    bias = (kernel_size - 1) + steps - pos_in_group[:, None]
+    return keys, bias
 
 
 def heads_first(x):
@@ -14,8 +43,9 @@ def dropout_seed():
     return int(torch.randint(2 ** 62, (), device='cpu'))
 
 
-def dropout_keep(shape, dropout_p, generator, device):
+def dropout_keep(shape, dropout_p, seed, device):
     """The kept attention weights (float32), scaled by 1 / (1 - p), drawn
-    from ``generator``."""
+    from a generator on ``device`` seeded with ``seed``."""
+    generator = torch.Generator(device=device).manual_seed(seed)
     keep = torch.rand(shape, generator=generator, device=device) >= dropout_p
     return keep / (1 - dropout_p)

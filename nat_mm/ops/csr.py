@@ -24,8 +24,9 @@ are all one type), so the forward gathers one row of K*K biases per query
 from a (heads * K * K, K*K) table, and the backward sums the logits'
 gradients per type before scattering them onto the rpb.
 
-The sparse kernels exist on CPU for float32 and float64; other dtypes are
-computed in float32 (on CPU that is what their matmuls do anyway).
+The same products run on CUDA through cuSPARSE: the fallback when Triton is
+missing, with a few dozen kernels per call whatever the map size. The sparse
+kernels exist for float32 and float64; other dtypes are computed in float32.
 """
 import functools
 import warnings
@@ -34,8 +35,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from .common import dropout_keep, dropout_seed, heads_first
-from .reference import neighborhood_indices
+from .common import dropout_keep, dropout_seed, heads_first, neighborhood_indices
 
 
 class CsrPlan(NamedTuple):
@@ -67,9 +67,10 @@ class CsrPlan(NamedTuple):
 
 
 @functools.lru_cache(maxsize=8)
-def csr_plan(batch, heads, height, width, kernel_size, dilation):
-    """Builds the :class:`CsrPlan` (cached; a plan holds 16 bytes per pattern
-    entry, e.g. 50 MB for NAT-T's first stage at 512x512 batch 2)."""
+def csr_plan(batch, heads, height, width, kernel_size, dilation, device='cpu'):
+    """Builds the :class:`CsrPlan` on ``device`` (cached; a plan holds 16
+    bytes per pattern entry, e.g. 50 MB for NAT-T's first stage at 512x512
+    batch 2)."""
     window = kernel_size * kernel_size
     side = 2 * kernel_size - 1
     positions = height * width
@@ -100,9 +101,10 @@ def csr_plan(batch, heads, height, width, kernel_size, dilation):
     table_index = (head.view(-1, 1, 1, 1, 1) * side * side
                    + (t.view(-1, 1, 1, 1) + t.view(1, 1, -1, 1)) * side      # row type + ky
                    + (t.view(1, -1, 1, 1) + t.view(1, 1, 1, -1))).flatten()  # col type + kx
-    return CsrPlan(crow, tiled(col, positions), t_crow, tiled(t_perm // window, positions),
+    plan = CsrPlan(crow, tiled(col, positions), t_crow, tiled(t_perm // window, positions),
                    tiled(t_perm, positions * window, torch.int64), bias_type, type_row,
                    col_type.clone(), table_index)
+    return CsrPlan(*(index.to(device) for index in plan))
 
 
 def _pattern(crow, col, values, n):
@@ -117,18 +119,15 @@ def _rows(x):
     return heads_first(x).view(-1, x.shape[-1])
 
 
-def _dropout_keep(shape, dropout_p, seed):
-    return dropout_keep(shape, dropout_p, torch.Generator().manual_seed(seed), 'cpu')
-
-
 class _CsrAttention(torch.autograd.Function):
-    """Neighbourhood attention by sparse products; saves q, k, v and P."""
+    """Neighbourhood attention by sparse products; saves q, k, v and P.
+
+    Called with autocast off and float32/float64 inputs (:func:`na2d_csr`)."""
 
     @staticmethod
-    @torch.amp.custom_fwd(device_type='cpu', cast_inputs=torch.float32)
     def forward(ctx, query, key, value, rpb, kernel_size, dilation, scale, dropout_p):
         batch, heads, height, width, head_dim = query.shape
-        plan = csr_plan(batch, heads, height, width, kernel_size, dilation)
+        plan = csr_plan(batch, heads, height, width, kernel_size, dilation, query.device)
         window = kernel_size * kernel_size
         q, k, v = _rows(query), _rows(key), _rows(value)
         n = len(q)
@@ -144,7 +143,7 @@ class _CsrAttention(torch.autograd.Function):
         seed = None
         if dropout_p > 0:
             seed = dropout_seed()
-            kept = weights * _dropout_keep(weights.shape, dropout_p, seed)
+            kept = weights * dropout_keep(weights.shape, dropout_p, seed, weights.device)
         else:
             kept = weights
         out = v.new_empty(n, head_dim)      # (torch.mm would zero-fill it, then copy)
@@ -155,12 +154,16 @@ class _CsrAttention(torch.autograd.Function):
         return out.view(heads, batch, height, width, head_dim).transpose(0, 1)
 
     @staticmethod
-    @torch.amp.custom_bwd(device_type='cpu')
     def backward(ctx, grad_out):
+        with torch.autocast(grad_out.device.type, enabled=False):
+            return _CsrAttention._backward(ctx, grad_out)
+
+    @staticmethod
+    def _backward(ctx, grad_out):
         q, k, v, rpb, weights = ctx.saved_tensors
         batch, heads, height, width, head_dim = ctx.shape
         kernel_size, scale = ctx.kernel_size, ctx.scale
-        plan = csr_plan(batch, heads, height, width, kernel_size, ctx.dilation)
+        plan = csr_plan(batch, heads, height, width, kernel_size, ctx.dilation, q.device)
         n, window = weights.shape
         grad = _rows(grad_out.to(q.dtype))
         grad_weights = _pattern(plan.crow, plan.col, torch.zeros_like(weights).view(-1), n)
@@ -168,7 +171,7 @@ class _CsrAttention(torch.autograd.Function):
         grad_weights = grad_weights.values().view(n, window)
         kept = weights
         if ctx.seed is not None:
-            keep = _dropout_keep(weights.shape, ctx.dropout_p, ctx.seed)
+            keep = dropout_keep(weights.shape, ctx.dropout_p, ctx.seed, weights.device)
             grad_weights *= keep
             kept = weights * keep
         grad_logits = torch._softmax_backward_data(grad_weights, weights, -1, weights.dtype)
@@ -198,14 +201,21 @@ class _CsrAttention(torch.autograd.Function):
         return grad_query, grad_key, grad_value, grad_rpb, None, None, None, None
 
 
+def is_available(device_type):
+    """CPU (MKL) and CUDA (cuSPARSE)."""
+    return device_type in ('cpu', 'cuda')
+
+
 @torch.compiler.disable   # sparse CSR tensors are opaque to the compiler
-def na2d_csr(query, key, value, kernel_size, dilation, rpb, scale, dropout_p=0.0):
-    """Neighbourhood attention by CSR products on CPU; arguments as
-    :func:`nat_mm.na2d` (already validated). ``dropout_p`` applies only while
-    gradients are enabled (training)."""
+def na2d_csr(query, key, value, kernel_size, dilation, rpb, scale, dropout_p):
+    """Neighbourhood attention by CSR products; arguments as :func:`nat_mm.na2d`
+    (already validated). Inputs other than float32/float64 (also under
+    autocast) are computed in float32; the output has the inputs' dtype."""
     dtype = query.dtype
-    if dtype not in (torch.float32, torch.float64):
-        query, key, value = query.float(), key.float(), value.float()
-    dropout_p = dropout_p if torch.is_grad_enabled() else 0.0
-    out = _CsrAttention.apply(query, key, value, rpb, kernel_size, dilation, scale, dropout_p)
+    compute = dtype if dtype in (torch.float32, torch.float64) else torch.float32
+    if rpb is not None:
+        rpb = rpb.to(compute)
+    with torch.autocast(query.device.type, enabled=False):
+        out = _CsrAttention.apply(query.to(compute), key.to(compute), value.to(compute), rpb,
+                                  kernel_size, dilation, scale, dropout_p)
     return out.to(dtype)

@@ -1,8 +1,100 @@
-"""Neighbourhood attention, functional form (pure PyTorch)."""
+"""Neighbourhood attention, functional form: argument checks and the backend seam.
+
+Every backend lives in its own module of :mod:`nat_mm.ops` and exposes
+
+* ``na2d_<name>(query, key, value, kernel_size, dilation, rpb, scale, dropout_p)``,
+  called with validated arguments (``scale`` resolved; dropout applied exactly
+  as passed), and
+* ``is_available(device_type) -> bool``, which never raises.
+
+:func:`na2d` picks one per call: the ``backend`` argument, else the innermost
+:func:`na_backend` context, else the first available entry of
+:data:`DEFAULT_ORDER` for the inputs' device. A backend that cannot run on
+this machine after all (e.g. a kernel that does not compile for this GPU)
+raises :class:`BackendError`; a backend chosen by default is then replaced by
+the next one, with one warning.
+"""
+import contextlib
+import contextvars
+import importlib
+import warnings
+
 import torch
 
-from .csr import na2d_csr
-from .halo import na2d_halo
+#: name -> module (a path relative to this package, imported when first used, or a
+#: module-like object) holding ``na2d_<name>`` and ``is_available``.
+_BACKENDS = {
+    'csr': '.csr',
+}
+
+#: Backends tried, in order, when none is chosen; by device type ('*': any other).
+DEFAULT_ORDER = {
+    'cpu': ('csr',),
+    'cuda': ('csr',),
+    '*': ('csr',),
+}
+
+_chosen_backend = contextvars.ContextVar('nat_mm_na_backend', default=None)
+_failed = set()     # (backend, device type): raised BackendError once, skipped since
+
+
+class BackendError(RuntimeError):
+    """A backend cannot run these inputs on this machine (not a user error)."""
+
+
+def _backend_module(name):
+    entry = _BACKENDS[name]
+    return importlib.import_module(entry, __package__) if isinstance(entry, str) else entry
+
+
+def _device_type(device):
+    if device is None:
+        return None
+    return torch.device(device).type
+
+
+def available_backends(device=None):
+    """Names of the backends that can run here.
+
+    Args:
+        device: a device (or type: 'cpu', 'cuda', ...): the backends that can
+            run on it; None: those that can run on the CPU or, when present,
+            the GPU.
+
+    Returns:
+        A tuple of names, for ``na2d(..., backend=name)`` or :func:`na_backend`.
+    """
+    device_type = _device_type(device)
+    types = [device_type] if device_type else ['cpu'] + (
+        ['cuda'] if torch.cuda.is_available() else [])
+    return tuple(name for name in _BACKENDS
+                 if any(_backend_module(name).is_available(t) for t in types))
+
+
+def _check_backend_name(name, device_type=None):
+    if name not in _BACKENDS or name not in available_backends(device_type):
+        where = f' on {device_type}' if device_type else ''
+        state = f'not available{where or " here"}' if name in _BACKENDS else 'unknown'
+        raise ValueError(
+            f'na2d: backend {name!r} is {state}; available{where}: '
+            f'{list(available_backends(device_type))} (all backends: {list(_BACKENDS)})')
+
+
+@contextlib.contextmanager
+def na_backend(name):
+    """Use backend ``name`` for every :func:`na2d` call inside the block.
+
+    This includes the calls made by :class:`~nat_mm.NeighborhoodAttention2D`
+    and the :class:`~nat_mm.NAT` backbone; ``None`` restores the automatic
+    choice. An explicit ``na2d(..., backend=...)`` still wins.
+    """
+    if name is not None:
+        _check_backend_name(name)
+    token = _chosen_backend.set(name)
+    try:
+        yield
+    finally:
+        _chosen_backend.reset(token)
 
 
 def _check_na2d_args(query, key, value, kernel_size, dilation, rpb):
@@ -41,9 +133,26 @@ def _check_na2d_args(query, key, value, kernel_size, dilation, rpb):
             got = tuple(rpb.shape) if isinstance(rpb, torch.Tensor) else type(rpb).__name__
             raise ValueError(
                 f'na2d: rpb must have shape (heads, 2K-1, 2K-1) = {expected}, got {got}')
+        if rpb.device != query.device:
+            raise ValueError(f'na2d: rpb is on {rpb.device}, query on {query.device}')
 
 
-def na2d(query, key, value, kernel_size, dilation=1, rpb=None, scale=None, dropout_p=0.0):
+def _candidates(backend, device_type):
+    """(backends to try in order, whether the choice was explicit)."""
+    backend = backend or _chosen_backend.get()
+    if backend is not None:
+        _check_backend_name(backend, device_type)
+        return (backend,), True
+    order = DEFAULT_ORDER.get(device_type, DEFAULT_ORDER['*'])
+    names = [name for name in order if (name, device_type) not in _failed
+             and name in available_backends(device_type)]
+    if not names:
+        raise ValueError(f'na2d: no backend can run on {device_type}; tried {list(order)}')
+    return names, False
+
+
+def na2d(query, key, value, kernel_size, dilation=1, rpb=None, scale=None, dropout_p=0.0,
+         backend=None):
     """2-D neighbourhood attention with NATTEN's exact semantics.
 
     Args:
@@ -52,18 +161,32 @@ def na2d(query, key, value, kernel_size, dilation=1, rpb=None, scale=None, dropo
         dilation: d >= 1; H and W must be >= K * d.
         rpb: relative position bias (heads, 2K-1, 2K-1) or None.
         scale: logit scale, default head_dim ** -0.5.
-        dropout_p: dropout probability on the attention weights (training only).
+        dropout_p: dropout probability on the attention weights, applied
+            whenever it is > 0 (:class:`~nat_mm.NeighborhoodAttention2D`
+            passes 0 in eval mode).
+        backend: one of :func:`available_backends` for the inputs' device, or
+            None for the :func:`na_backend` context or the device's default.
 
     Returns:
-        (B, heads, H, W, head_dim).
+        (B, heads, H, W, head_dim), in the inputs' dtype.
 
-    On CPU it is computed by sparse CSR products (:mod:`nat_mm.ops.csr`), on
-    other devices by dense batched matmuls over halo tiles
-    (:mod:`nat_mm.ops.halo`); both are tested against the slow gather
-    implementation :func:`nat_mm.ops.na2d_reference`.
+    Every backend is tested against the gather implementation
+    :func:`nat_mm.ops.na2d_reference` and against NATTEN's own numbers.
     """
     _check_na2d_args(query, key, value, kernel_size, dilation, rpb)
+    if not 0.0 <= dropout_p < 1.0:
+        raise ValueError(f'na2d: dropout_p must be in [0, 1), got {dropout_p!r}')
     if scale is None:
         scale = query.shape[-1] ** -0.5
-    fast_path = na2d_csr if query.device.type == 'cpu' else na2d_halo
-    return fast_path(query, key, value, kernel_size, dilation, rpb, scale, dropout_p)
+    device_type = query.device.type
+    names, explicit = _candidates(backend, device_type)
+    for i, name in enumerate(names):
+        function = getattr(_backend_module(name), f'na2d_{name}')
+        try:
+            return function(query, key, value, kernel_size, dilation, rpb, scale, dropout_p)
+        except BackendError as exc:
+            if explicit or i == len(names) - 1:
+                raise
+            _failed.add((name, device_type))
+            warnings.warn(f'nat_mm: the {name!r} neighbourhood-attention backend cannot run on '
+                          f'this {device_type} device ({exc}); using {names[i + 1]!r} instead')

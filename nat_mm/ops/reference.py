@@ -1,38 +1,43 @@
-"""Slow, obviously-correct neighbourhood attention, for tests and benchmarks.
+"""Slow, obviously-correct neighbourhood attention: what every backend is tested against.
 
-It follows the definition in NATTEN (<= 0.17) literally: for every query it
-gathers its K x K neighbours (materialising K*K copies of keys and values) and
-runs a softmax over them. This is the "legacy" pure-PyTorch design; the fast
-path in :mod:`nat_mm.ops.functional` must agree with it.
+It follows NATTEN's (<= 0.17) definition literally and shares no code with the
+fast backends: each query's window is worked out in plain Python from the
+definition (:func:`window_1d`), then the K x K neighbours of every query are
+gathered (K*K copies of keys and values: the "legacy" pure-PyTorch design) and
+a softmax runs over them. The tests also check it against NATTEN's own
+numbers (``tests/data/natten_0.17.5_na2d.pt``).
 """
 import torch
 
 
-def neighborhood_indices(length: int, kernel_size: int, dilation: int,
-                         device=None):
-    """Key positions and rpb indices of every query along one axis.
+def window_1d(query, length, kernel_size, dilation):
+    """The window of one query along one axis, by the definition.
 
-    Args:
-        length: number of positions L along the axis (L >= kernel_size * dilation).
-        kernel_size: odd window size K.
-        dilation: dilation d.
+    Positions ``g, g + d, g + 2d, ...`` form the query's dilation group ``g =
+    query mod d``; along the group the query is the ``query div d``-th
+    member. Its window is K consecutive group members centred on it, moved
+    inward as far as needed to stay inside the group (never padded).
 
     Returns:
-        (keys, bias): two LongTensors of shape (L, K). ``keys[i, t]`` is the
-        position of the t-th neighbour of query i; ``bias[i, t]`` is its index
-        into the (2K-1)-long rpb axis, ``(K-1) + (key - query) / d``.
+        (keys, bias): K key positions, and each key's index into the
+        (2K-1)-long rpb axis, ``(K-1) + (key - query) / d``.
     """
-    i = torch.arange(length, device=device)
-    group = i % dilation
-    pos_in_group = i // dilation
-    group_len = (length - group + dilation - 1) // dilation
-    start = (pos_in_group - kernel_size // 2).clamp(min=0)
-    start = torch.minimum(start, group_len - kernel_size)
-    t = torch.arange(kernel_size, device=device)
-    steps = start[:, None] + t[None, :]                     # (L, K), group units
-    keys = group[:, None] + dilation * steps
-    bias = (kernel_size - 1) + steps - pos_in_group[:, None]
-    return keys, bias
+    group = query % dilation
+    members = list(range(group, length, dilation))
+    me = members.index(query)
+    start = me - kernel_size // 2
+    if start < 0:
+        start = 0
+    if start + kernel_size > len(members):
+        start = len(members) - kernel_size
+    window = range(start, start + kernel_size)
+    return ([members[j] for j in window],
+            [kernel_size - 1 + (j - me) for j in window])
+
+
+def _axis_tables(length, kernel_size, dilation, device):
+    keys, bias = zip(*(window_1d(i, length, kernel_size, dilation) for i in range(length)))
+    return (torch.tensor(keys, device=device), torch.tensor(bias, device=device))
 
 
 def na2d_reference(query, key, value, kernel_size, dilation=1, rpb=None,
@@ -45,7 +50,8 @@ def na2d_reference(query, key, value, kernel_size, dilation=1, rpb=None,
         dilation: d >= 1, with H, W >= K * d.
         rpb: (heads, 2K-1, 2K-1) relative position bias, or None.
         scale: logit scale, default head_dim ** -0.5.
-        dropout_p: dropout probability on the attention weights.
+        dropout_p: dropout probability on the attention weights (applied
+            whenever it is > 0, as for :func:`nat_mm.na2d`).
 
     Returns:
         (B, heads, H, W, head_dim).
@@ -54,9 +60,9 @@ def na2d_reference(query, key, value, kernel_size, dilation=1, rpb=None,
     if scale is None:
         scale = head_dim ** -0.5
     k = kernel_size
-    rows, row_bias = neighborhood_indices(height, k, dilation, query.device)
-    cols, col_bias = neighborhood_indices(width, k, dilation, query.device)
-    # (B, heads, H, W, K, K, D): key[b, h, rows[y, ky], cols[x, kx]]
+    rows, row_bias = _axis_tables(height, k, dilation, query.device)
+    cols, col_bias = _axis_tables(width, k, dilation, query.device)
+    # (B, heads, H, W, K, K, D): key[b, h, rows[y, ky], cols[x, kx]], row-major neighbours
     r = rows[:, None, :, None].expand(height, width, k, k)
     c = cols[None, :, None, :].expand(height, width, k, k)
     keys = key[:, :, r, c]
@@ -68,5 +74,5 @@ def na2d_reference(query, key, value, kernel_size, dilation=1, rpb=None,
         logits = logits + rpb[:, rb, cb][None]
     weights = logits.flatten(-2).softmax(dim=-1).view_as(logits)
     if dropout_p:
-        weights = torch.nn.functional.dropout(weights, dropout_p)
+        weights = torch.nn.functional.dropout(weights, dropout_p, training=True)
     return torch.einsum('bhyxij,bhyxijd->bhyxd', weights, values)

@@ -1,0 +1,258 @@
+"""``na2d``: every CPU backend against the reference, the backend seam, argument checks."""
+import functools
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from nat_mm.ops import (BackendError, NeighborhoodAttention2D, available_backends, na2d,
+                        na2d_reference, na_backend)
+from nat_mm.ops import functional
+from nat_mm.ops.reference import window_1d
+from na_testing import assert_matches_reference, make_qkv, make_rpb
+
+# (height, width, kernel, dilation): every kernel 3..13 and dilation 1..4, borders on
+# both axes, non-square maps, maps exactly K*d wide, a map of several windows.
+CASES = [
+    (7, 7, 7, 1), (8, 15, 3, 2), (13, 9, 3, 3), (13, 9, 5, 1), (15, 16, 5, 3),
+    (33, 47, 7, 1), (19, 23, 9, 2), (33, 34, 11, 3), (14, 27, 13, 1), (29, 30, 7, 4),
+    (12, 17, 3, 4),
+]
+
+
+@pytest.mark.parametrize('with_rpb', [True, False], ids=['rpb', 'no_rpb'])
+@pytest.mark.parametrize('height,width,kernel,dilation', CASES)
+def test_backend_matches_reference(backend_na2d, height, width, kernel, dilation, with_rpb):
+    qkv, q, _, _ = make_qkv(2, 2, height, width, 8)
+    assert not q.is_contiguous()
+    rpb = make_rpb(2, kernel) if with_rpb else None
+    grad_out = torch.randn(2, 2, height, width, 8)
+    assert_matches_reference(backend_na2d, qkv, kernel, dilation, rpb, grad_out)
+
+
+@pytest.mark.parametrize('kernel,dilation,height,width', [(3, 1, 5, 6), (3, 2, 7, 9)])
+def test_gradcheck_float64(backend_na2d, kernel, dilation, height, width):
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 2, height, width, 4, generator=gen, dtype=torch.float64,
+                           requires_grad=True) for _ in range(3))
+    rpb = torch.randn(2, 2 * kernel - 1, 2 * kernel - 1, generator=gen, dtype=torch.float64,
+                      requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda *args: backend_na2d(*args[:3], kernel, dilation, rpb=args[3]), (q, k, v, rpb),
+        fast_mode=True)
+
+
+def test_frozen_rpb_and_no_grad_match_reference(backend_na2d):
+    _, q, k, v = make_qkv(2, 2, 12, 10, 8)
+    rpb = make_rpb(2, 5).detach()
+    expected = na2d_reference(q, k, v, 5, 1, rpb)
+    torch.testing.assert_close(backend_na2d(q, k, v, 5, 1, rpb), expected, atol=1e-5, rtol=1e-4)
+    with torch.no_grad():
+        torch.testing.assert_close(backend_na2d(q, k, v, 5, 1, rpb), expected,
+                                   atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize('with_rpb_grad', [True, False])
+def test_bfloat16_matches_float32_reference(backend_na2d, with_rpb_grad):
+    _, q, k, v = make_qkv(1, 2, 20, 24, 16)
+    rpb = make_rpb(2, 7).requires_grad_(with_rpb_grad)
+    expected = na2d_reference(q, k, v, 7, 1, rpb)
+    got = backend_na2d(q.bfloat16(), k.bfloat16(), v.bfloat16(), 7, 1, rpb)
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got.float(), expected, atol=3e-2, rtol=3e-2)
+
+
+@pytest.mark.parametrize('bad', [float('nan'), float('inf')])
+def test_a_bad_key_reaches_only_the_queries_whose_window_holds_it(backend_na2d, bad):
+    """Locality: a NaN/inf key (y0, x0) may spoil exactly the queries whose
+    windows contain it (worked out from the definition), no other."""
+    height, width, kernel, dilation, (y0, x0) = 16, 18, 5, 2, (3, 14)
+    _, q, k, v = make_qkv(1, 2, height, width, 8)
+    k, v = k.detach().clone(), v.detach().clone()
+    k[:, :, y0, x0] = bad
+    v[:, :, y0, x0] = bad
+    out = backend_na2d(q.detach(), k, v, kernel, dilation, make_rpb(2, kernel).detach())
+    rows = torch.tensor([y0 in window_1d(y, height, kernel, dilation)[0] for y in range(height)])
+    cols = torch.tensor([x0 in window_1d(x, width, kernel, dilation)[0] for x in range(width)])
+    holds_key = rows[:, None] & cols[None, :]
+    spoiled = ~torch.isfinite(out).all(-1)          # (B, heads, H, W)
+    assert (spoiled == holds_key).all()
+
+
+def test_dropout_drops_and_rescales_the_weights_whenever_it_is_passed(backend_na2d):
+    """With v = identity over positions the output row of a query is its
+    attention weights: each is dropped (0) or kept and scaled by 1 / (1 - p),
+    with gradients recorded or not (the module passes 0 in eval mode)."""
+    gen = torch.Generator().manual_seed(0)
+    q, k = (torch.randn(2, 2, 5, 5, 25, generator=gen) for _ in range(2))
+    v = torch.eye(25).view(1, 1, 5, 5, 25).expand(2, 2, -1, -1, -1)
+    weights = na2d_reference(q, k, v, 3)
+    in_window = weights > 0
+    for grad_enabled in (True, False):
+        with torch.set_grad_enabled(grad_enabled):
+            dropped = backend_na2d(q, k, v, 3, dropout_p=0.5)
+        kept = dropped[in_window] != 0
+        assert (dropped[~in_window] == 0).all()
+        torch.testing.assert_close(dropped[in_window][kept], 2 * weights[in_window][kept])
+        assert 0.3 < kept.float().mean() < 0.7
+
+
+def test_module_passes_no_dropout_in_eval_mode(backend_na2d):
+    torch.manual_seed(0)
+    attn = NeighborhoodAttention2D(16, 2, kernel_size=3, attn_drop=0.5)
+    x = torch.randn(1, 6, 6, 16)
+    backend = backend_na2d.keywords['backend']
+    with na_backend(backend), torch.no_grad():
+        assert not torch.equal(attn.train()(x), attn.eval()(x))     # train: dropout applied
+        torch.testing.assert_close(attn.eval()(x), attn.eval()(x), rtol=0, atol=0)
+        attn.attn_drop = 0.
+        torch.testing.assert_close(attn.eval()(x), attn.train()(x), atol=1e-6, rtol=1e-5)
+
+
+def test_dropout_backward_uses_the_forward_mask(backend_na2d):
+    """Under a fixed seed the dropped attention is a fixed function: gradcheck."""
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 6, 7, 4, generator=gen, dtype=torch.float64,
+                           requires_grad=True) for _ in range(3))
+    rpb = torch.randn(2, 5, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+
+    def dropped(*args):
+        torch.manual_seed(0)
+        return backend_na2d(*args[:3], 3, 1, rpb=args[3], dropout_p=0.3)
+
+    assert torch.autograd.gradcheck(dropped, (q, k, v, rpb), fast_mode=True)
+
+
+class _LargestTensor(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in (out if isinstance(out, (tuple, list)) else (out,)):
+            if isinstance(t, torch.Tensor) and t.layout == torch.strided:   # not sparse
+                self.largest = max(self.largest, t.numel())
+        return out
+
+
+def test_backend_does_not_materialise_kernel_squared_copies(backend_na2d):
+    """The legacy design holds K*K = 49 copies of K; the backends stay far below."""
+    _, q, k, v = make_qkv(1, 2, 64, 64, 32)
+    rpb = make_rpb(2, 7)
+    with _LargestTensor() as fast:
+        backend_na2d(q, k, v, 7, 1, rpb).sum().backward()
+    with _LargestTensor() as slow:
+        na2d_reference(q, k, v, 7, 1, rpb).sum().backward()
+    assert slow.largest >= 49 * k.numel()
+    assert fast.largest < 49 * k.numel() / 2
+
+
+# The seam ---------------------------------------------------------------------------
+
+
+class _Recorder:
+    """A backend module stand-in that records its calls (registered by the tests)."""
+
+    def __init__(self, name, error=None):
+        self.calls = []
+        self.error = error
+        setattr(self, f'na2d_{name}', self._run)
+
+    def is_available(self, device_type):
+        return device_type == 'cpu'
+
+    def _run(self, query, *args):
+        self.calls.append(query.shape)
+        if self.error:
+            raise self.error
+        return na2d_reference(query, *args[:4])
+
+
+@pytest.fixture
+def extra_backend(monkeypatch):
+    """Registers a recording backend ``name`` into the seam for one test."""
+    def register(name, error=None, first=False):
+        module = _Recorder(name, error)
+        monkeypatch.setitem(functional._BACKENDS, name, module)
+        if first:
+            monkeypatch.setitem(functional.DEFAULT_ORDER, 'cpu',
+                                (name, *functional.DEFAULT_ORDER['cpu']))
+        monkeypatch.setattr(functional, '_failed', set())
+        return module
+    return register
+
+
+def test_cpu_defaults_to_csr_and_lists_it():
+    assert 'csr' in available_backends('cpu')
+    assert functional.DEFAULT_ORDER['cpu'][0] == 'csr'
+    assert set(available_backends()) >= set(available_backends('cpu'))
+
+
+def test_explicit_backend_and_context_choose_the_backend(extra_backend):
+    recorder = extra_backend('recorder')
+    _, q, k, v = make_qkv(1, 2, 9, 9, 8)
+    na2d(q, k, v, 3)
+    assert recorder.calls == []
+    na2d(q, k, v, 3, backend='recorder')
+    assert len(recorder.calls) == 1
+    attn = NeighborhoodAttention2D(16, 2, kernel_size=3)
+    with na_backend('recorder'):
+        attn(torch.randn(1, 9, 9, 16))
+        na2d(q, k, v, 3, backend='csr')              # the argument wins over the context
+        with na_backend(None):
+            na2d(q, k, v, 3)
+    assert len(recorder.calls) == 2
+    na2d(q, k, v, 3)                                 # the context is gone
+    assert len(recorder.calls) == 2
+
+
+def test_unknown_or_unavailable_backend_is_a_value_error_naming_the_available_ones():
+    _, q, k, v = make_qkv(1, 2, 9, 9, 8)
+    with pytest.raises(ValueError, match=r"backend 'flash' is unknown; available on cpu: \[.*'csr'"):
+        na2d(q, k, v, 3, backend='flash')
+    with pytest.raises(ValueError, match="backend 'flash' is unknown"):
+        with na_backend('flash'):
+            pass
+
+
+def test_default_backend_that_fails_falls_back_with_one_warning(extra_backend):
+    broken = extra_backend('broken', error=BackendError('no kernel for this GPU'), first=True)
+    _, q, k, v = make_qkv(1, 2, 9, 9, 8)
+    with pytest.warns(UserWarning, match="'broken'.*no kernel for this GPU.*using 'csr'"):
+        out = na2d(q, k, v, 3)
+    torch.testing.assert_close(out, na2d_reference(q, k, v, 3), atol=1e-5, rtol=1e-4)
+    na2d(q, k, v, 3)                                  # skipped from now on: no second try
+    assert len(broken.calls) == 1
+    with pytest.raises(BackendError, match='no kernel'):
+        na2d(q, k, v, 3, backend='broken')            # an explicit choice is not replaced
+
+
+def test_na2d_rejects_bad_input():
+    q = torch.randn(1, 2, 9, 9, 8)
+    with pytest.raises(ValueError, match='5 dims'):
+        na2d(q[0], q[0], q[0], 3)
+    with pytest.raises(ValueError, match='shapes disagree'):
+        na2d(q, q[:, :, :8], q, 3)
+    with pytest.raises(ValueError, match='dtypes disagree'):
+        na2d(q, q.double(), q, 3)
+    with pytest.raises(ValueError, match='odd int'):
+        na2d(q, q, q, 4)
+    with pytest.raises(ValueError, match='dilation'):
+        na2d(q, q, q, 3, dilation=0)
+    with pytest.raises(ValueError, match='dropout_p'):
+        na2d(q, q, q, 3, dropout_p=1.0)
+    with pytest.raises(ValueError, match=r'rpb must have shape \(heads, 2K-1, 2K-1\) = \(2, 5, 5\)'):
+        na2d(q, q, q, 3, rpb=torch.zeros(2, 3, 3))
+    with pytest.raises(ValueError, match='smaller than kernel_size \\* dilation.*NeighborhoodAttention2D'):
+        na2d(q, q, q, 5, dilation=2)
+
+
+@pytest.mark.parametrize('backend', [b for b in available_backends('cpu') if b != 'triton'])
+def test_every_backend_gives_the_same_errors(backend):
+    q = torch.randn(1, 2, 9, 9, 8)
+    call = functools.partial(na2d, backend=backend)
+    with pytest.raises(ValueError, match='smaller than kernel_size'):
+        call(q, q, q, 5, dilation=2)
+    with pytest.raises(ValueError, match='rpb must have shape'):
+        call(q, q, q, 3, rpb=torch.zeros(2, 3, 3))
