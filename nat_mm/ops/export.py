@@ -23,6 +23,7 @@ weights (``K * (TILE + K - 1)`` per query and head) and one halo copy of
 keys or values at a time.
 """
 import torch
+import torch.nn.functional as F
 
 #: Query columns per tile: a query computes K * (TILE + K - 1) logits (2x
 #: K*K for K = 7), and each kernel row copies (TILE + K - 1) / TILE keys.
@@ -108,44 +109,55 @@ def na2d_export(query, key, value, kernel_size, dilation, rpb, scale, dropout_p)
     Returns:
         (B, heads, H, W, head_dim).
     """
-    heads, height, width = query.shape[1:4]
+    batch, heads, height, width, head_dim = query.shape
     k = kernel_size
     halo_len = TILE + k - 1
     device = query.device
     rows, row_bias = _row_windows(height, k, dilation, device)
     query_cols, slot, halo, col_bias = _column_tiles(width, k, dilation, device)
 
-    # Advanced indexing with index tensors of the output's shape (one ONNX
-    # Gather each): views to symbolic sizes would make torch.export guard them.
-    q = (query * scale)[:, :, :, query_cols]            # (B, heads, H, tiles, TILE, D)
-    flat_keys = key.flatten(2, 3)
-    flat_values = value.flatten(2, 3)
-    # Flat (H * W) index of halo column j of tile n in kernel row ky of query row y.
-    halo_index = rows[:, :, None, None] * width + halo[None, None]    # (H, K, tiles, halo)
+    # Every gather is an embedding lookup (ONNX Gather on axis 0) of rows of a
+    # (B * heads * H * W, D) table, with an index of the result's shape: no
+    # transposes around the gathers, no reshapes of symbolic sizes.
+    maps = torch.arange(batch * heads, device=device).view(batch, heads, 1, 1, 1)
+    map_rows = maps * height + torch.arange(height, device=device).view(-1, 1, 1)  # (B,h,H,1,1)
+    queries = F.embedding(map_rows * width + query_cols, (query * scale).reshape(-1, head_dim))
+    queries_t = queries.transpose(-1, -2)                   # (B, heads, H, tiles, D, TILE)
+    keys_table = key.reshape(-1, head_dim)
+    values_table = value.reshape(-1, head_dim)
+    # (B, heads, H, K, tiles, halo): table row of halo column j of tile n, kernel row ky.
+    halo_rows = (maps[..., None] * height + rows[:, :, None, None]) * width + halo
 
     if rpb is None:
-        mask = torch.zeros((), dtype=query.dtype, device=device).expand(
+        table = torch.zeros((), dtype=query.dtype, device=device).expand(
             heads, 2 * k - 1, 2 * k - 1)
     else:
-        mask = rpb.to(query.dtype)
-    # (heads, (2K-1) * 2K): each rpb row with one -inf column appended.
+        table = rpb.to(query.dtype)
+    # (heads * (2K-1) * 2K, 1): each rpb row with one -inf column appended.
     bias_table = torch.cat(
-        [mask, torch.full_like(mask[:, :, :1], float('-inf'))], dim=2).flatten(1)
-    # (H, K, tiles, TILE, halo) flat index into bias_table.
-    bias_index = row_bias[:, :, None, None, None] * (2 * k) + col_bias[None, None]
+        [table, torch.full_like(table[:, :, :1], float('-inf'))], dim=2).reshape(-1, 1)
+    # (heads, H, K, tiles, halo, TILE): bias_table row of (halo column, query).
+    head_rows = torch.arange(heads, device=device).view(-1, 1, 1, 1, 1, 1) * (2 * k - 1)
+    bias_rows = ((head_rows + row_bias[:, :, None, None, None]) * (2 * k)
+                 + col_bias.transpose(-1, -2))
 
+    # Logits transposed, (halo, TILE) per tile: keys @ queries^T needs no
+    # transposed copy of the K halos.
     logits = []
     for ky in range(k):
-        keys = flat_keys[:, :, halo_index[:, ky]]        # (B, heads, H, tiles, halo, D)
-        bias = bias_table[:, bias_index[:, ky]]          # (heads, H, tiles, TILE, halo)
-        logits.append(torch.matmul(q, keys.transpose(-1, -2)) + bias)
-    weights = torch.cat(logits, dim=-1).softmax(dim=-1)  # (B, heads, H, tiles, TILE, K * halo)
+        keys = F.embedding(halo_rows[:, :, :, ky], keys_table)   # (B, heads, H, tiles, halo, D)
+        bias = F.embedding(bias_rows[:, :, ky], bias_table)[..., 0]  # (heads, H, tiles, halo, TILE)
+        logits.append(torch.matmul(keys, queries_t) + bias)
+    # (B, heads, H, tiles, TILE, K * halo)
+    weights = torch.cat(logits, dim=-2).transpose(-1, -2).softmax(dim=-1)
     del logits
     if dropout_p:
-        weights = torch.nn.functional.dropout(weights, dropout_p)
+        weights = F.dropout(weights, dropout_p)
     out = None
     for ky in range(k):
-        values = flat_values[:, :, halo_index[:, ky]]
+        values = F.embedding(halo_rows[:, :, :, ky], values_table)
         part = torch.matmul(weights[..., ky * halo_len:(ky + 1) * halo_len], values)
         out = part if out is None else out + part
-    return out[:, :, :, slot // TILE, slot % TILE]
+    tiles = halo.shape[0]
+    out_rows = (map_rows[..., 0] * tiles * TILE + slot)        # (B, heads, H, W)
+    return F.embedding(out_rows, out.reshape(-1, head_dim))
