@@ -125,8 +125,13 @@ def na2d_export(query, key, value, kernel_size, dilation, rpb, scale, dropout_p)
     queries_t = queries.transpose(-1, -2)                   # (B, heads, H, tiles, D, TILE)
     keys_table = key.reshape(-1, head_dim)
     values_table = value.reshape(-1, head_dim)
-    # (B, heads, H, K, tiles, halo): table row of halo column j of tile n, kernel row ky.
-    halo_rows = (maps[..., None] * height + rows[:, :, None, None]) * width + halo
+    # Index tensors per kernel row (not for all K at once: they are as large
+    # as the logits). Table row of halo column j of tile n in kernel row ky,
+    # (B, heads, H, tiles, halo):
+    map_starts = maps * height
+
+    def halo_rows(ky):
+        return (map_starts + rows[:, ky, None, None]) * width + halo
 
     if rpb is None:
         table = torch.zeros((), dtype=query.dtype, device=device).expand(
@@ -136,18 +141,17 @@ def na2d_export(query, key, value, kernel_size, dilation, rpb, scale, dropout_p)
     # (heads * (2K-1) * 2K, 1): each rpb row with one -inf column appended.
     bias_table = torch.cat(
         [table, torch.full_like(table[:, :, :1], float('-inf'))], dim=2).reshape(-1, 1)
-    # (heads, H, K, tiles, halo, TILE): bias_table row of (halo column, query).
-    head_rows = torch.arange(heads, device=device).view(-1, 1, 1, 1, 1, 1) * (2 * k - 1)
-    bias_rows = ((head_rows + row_bias[:, :, None, None, None]) * (2 * k)
-                 + col_bias.transpose(-1, -2))
+    head_rows = torch.arange(heads, device=device).view(-1, 1, 1, 1, 1) * (2 * k - 1)
+    col_bias = col_bias.transpose(-1, -2)                      # (tiles, halo, TILE)
 
     # Logits transposed, (halo, TILE) per tile: keys @ queries^T needs no
     # transposed copy of the K halos.
     logits = []
     for ky in range(k):
-        keys = F.embedding(halo_rows[:, :, :, ky], keys_table)   # (B, heads, H, tiles, halo, D)
-        bias = F.embedding(bias_rows[:, :, ky], bias_table)[..., 0]  # (heads, H, tiles, halo, TILE)
-        logits.append(torch.matmul(keys, queries_t) + bias)
+        keys = F.embedding(halo_rows(ky), keys_table)            # (B, heads, H, tiles, halo, D)
+        # (heads, H, tiles, halo, TILE): bias_table row of (halo column, query).
+        bias_rows = (head_rows + row_bias[:, ky, None, None, None]) * (2 * k) + col_bias
+        logits.append(torch.matmul(keys, queries_t) + F.embedding(bias_rows, bias_table)[..., 0])
     # (B, heads, H, tiles, TILE, K * halo)
     weights = torch.cat(logits, dim=-2).transpose(-1, -2).softmax(dim=-1)
     del logits
@@ -155,7 +159,7 @@ def na2d_export(query, key, value, kernel_size, dilation, rpb, scale, dropout_p)
         weights = F.dropout(weights, dropout_p)
     out = None
     for ky in range(k):
-        values = F.embedding(halo_rows[:, :, :, ky], values_table)
+        values = F.embedding(halo_rows(ky), values_table)
         part = torch.matmul(weights[..., ky * halo_len:(ky + 1) * halo_len], values)
         out = part if out is None else out + part
     tiles = halo.shape[0]
