@@ -7,7 +7,9 @@ Every backend lives in its own module of :mod:`nat_mm.ops` and exposes
   as passed), and
 * ``is_available(device_type) -> bool``, which never raises.
 
-:func:`na2d` picks one per call: the ``backend`` argument, else the innermost
+:func:`na2d` picks one per call: while a model is exported (``torch.export``,
+``torch.onnx.export``) always ``'export'`` (:mod:`.export`, dense ops only);
+otherwise the ``backend`` argument, else the innermost
 :func:`na_backend` context, else the first available entry of
 :data:`DEFAULT_ORDER` for the inputs' device. A backend that cannot run on
 this machine after all (e.g. a kernel that does not compile for this GPU)
@@ -27,6 +29,7 @@ import torch
 _BACKENDS = {
     'csr': '.csr',
     'triton': '.triton_na',
+    'export': '.export',
 }
 
 #: Backends tried, in order, when none is chosen; by device type ('*': any other).
@@ -148,8 +151,22 @@ def _check_na2d_args(query, key, value, kernel_size, dilation, rpb):
             raise ValueError(f'na2d: rpb is on {rpb.device}, query on {query.device}')
 
 
+def exporting():
+    """Whether a model is being exported (torch.export, which the dynamo ONNX
+    exporter uses, or the TorchScript-based ONNX exporter)."""
+    return torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export()
+
+
 def _candidates(backend, device_type):
     """(backends to try in order, whether the choice was explicit)."""
+    if exporting():
+        # Only the dense backend can be traced (CSR's sparse tensors and
+        # torch.compiler.disable cannot); it wins over na_backend contexts.
+        if backend not in (None, 'export'):
+            raise ValueError(
+                f"na2d: backend {backend!r} cannot be exported; while exporting na2d uses "
+                "'export' (pass backend=None or 'export')")
+        return ('export',), True
     backend = backend or _chosen_backend.get()
     if backend is not None:
         _check_backend_name(backend, device_type)
@@ -177,6 +194,7 @@ def na2d(query, key, value, kernel_size, dilation=1, rpb=None, scale=None, dropo
             passes 0 in eval mode).
         backend: one of :func:`available_backends` for the inputs' device, or
             None for the :func:`na_backend` context or the device's default.
+            While exporting, ``'export'`` (the only backend that can be traced).
 
     Returns:
         (B, heads, H, W, head_dim), in the inputs' dtype.

@@ -72,20 +72,22 @@ class NeighborhoodAttention2D(nn.Module):
         if x.dim() != 4:
             raise ValueError(
                 f'NeighborhoodAttention2D expects (B, H, W, C) input, got shape {tuple(x.shape)}')
-        batch, height, width, channels = x.shape
+        _, height, width, channels = x.shape
         if channels != self.dim:
             raise ValueError(
                 f'NeighborhoodAttention2D: input has {channels} channels, expected {self.dim}')
         window = self.kernel_size * self.dilation
-        pad_h, pad_w = max(0, window - height), max(0, window - width)
-        if pad_h or pad_w:
+        # torch.sym_max keeps symbolic sizes symbolic under torch.export (max()
+        # would specialise them); sizes known to need no padding skip the pad.
+        pad_h, pad_w = torch.sym_max(0, window - height), torch.sym_max(0, window - width)
+        padded = not (isinstance(pad_h, int) and isinstance(pad_w, int) and pad_h == pad_w == 0)
+        if padded:
             x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
-        padded_h, padded_w = height + pad_h, width + pad_w
-        qkv = self.qkv(x).reshape(batch, padded_h, padded_w, 3, self.num_heads, self.head_dim)
+        qkv = self.qkv(x).reshape(*x.shape[:3], 3, self.num_heads, self.head_dim)
         q, k, v = qkv.permute(3, 0, 4, 1, 2, 5).unbind(0)
         out = na2d(q, k, v, self.kernel_size, self.dilation, self.rpb, self.scale,
                    dropout_p=self.attn_drop if self.training else 0.)
-        out = out.permute(0, 2, 3, 1, 4).reshape(batch, padded_h, padded_w, channels)
-        if pad_h or pad_w:
+        out = out.permute(0, 2, 3, 1, 4).flatten(3)
+        if padded:
             out = out[:, :height, :width]
         return self.proj_drop(self.proj(out))
