@@ -6,6 +6,14 @@ from torch import nn
 from .functional import na2d
 
 
+def _padding(window, size):
+    """max(0, window - size), symbolic under torch.export (max() would
+    specialise the size); torch.jit.trace gives sizes as tensors: made ints."""
+    if isinstance(size, torch.Tensor):
+        size = int(size)
+    return torch.sym_max(0, window - size)
+
+
 class NeighborhoodAttention2D(nn.Module):
     """Multi-head 2-D neighbourhood attention with relative position bias.
 
@@ -77,9 +85,8 @@ class NeighborhoodAttention2D(nn.Module):
             raise ValueError(
                 f'NeighborhoodAttention2D: input has {channels} channels, expected {self.dim}')
         window = self.kernel_size * self.dilation
-        # torch.sym_max keeps symbolic sizes symbolic under torch.export (max()
-        # would specialise them); sizes known to need no padding skip the pad.
-        pad_h, pad_w = torch.sym_max(0, window - height), torch.sym_max(0, window - width)
+        # Sizes known to need no padding skip the pad.
+        pad_h, pad_w = _padding(window, height), _padding(window, width)
         padded = not (isinstance(pad_h, int) and isinstance(pad_w, int) and pad_h == pad_w == 0)
         if padded:
             x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
