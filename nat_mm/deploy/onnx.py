@@ -48,8 +48,9 @@ def export_onnx(module, shape, path, dynamic=False, output_names=('output',), me
     example = torch.zeros(1, 3, height, width)
     dynamic_shapes = None
     if dynamic:
-        dynamic_shapes = {'image': {2: Dim('height', min=MIN_SIZE, max=MAX_SIZE),
-                                    3: Dim('width', min=MIN_SIZE, max=MAX_SIZE)}}
+        # Positional (one entry per input), whatever the module names its argument.
+        dynamic_shapes = ({2: Dim('height', min=MIN_SIZE, max=MAX_SIZE),
+                           3: Dim('width', min=MIN_SIZE, max=MAX_SIZE)},)
     with torch.no_grad():
         program = torch.onnx.export(
             module, (example,), input_names=['image'], output_names=list(output_names),
