@@ -421,6 +421,13 @@ def _narrow_mask2former(cfg):
         decoder.layer_cfg[attention].embed_dims = NARROW_WIDTH
     decoder.layer_cfg.ffn_cfg.update(embed_dims=NARROW_WIDTH, feedforward_channels=128)
     (head.train_cfg if cfg.default_scope == 'mmseg' else cfg.model.train_cfg).num_points = 1024
+    if cfg.default_scope == 'mmdet' and cfg.model.test_cfg.get('instance_on') \
+            and not cfg.model.test_cfg.get('panoptic_on'):
+        # The synthetic COCO data has the 3 shape classes; keep at most 20 x 3 results.
+        num_classes = len(SHAPE_CLASSES)
+        head.num_things_classes = cfg.model.panoptic_fusion_head.num_things_classes = num_classes
+        head.loss_cls.class_weight = [1.0] * num_classes + [0.1]
+        cfg.model.test_cfg.max_per_image = 20
 
 
 @pytest.fixture(scope='module')
