@@ -109,8 +109,16 @@ def na2d_export(query, key, value, kernel_size, dilation, rpb, scale, dropout_p)
         dropout_p: dropout probability on the attention weights (applied as given).
 
     Returns:
-        (B, heads, H, W, head_dim).
+        (B, heads, H, W, head_dim), in the inputs' dtype; float16/bfloat16
+        inputs are computed in float32 (large logits overflow a half softmax).
     """
+    if query.dtype in (torch.float16, torch.bfloat16):
+        dtype = query.dtype
+        rpb = None if rpb is None else rpb.float()
+        with torch.autocast(query.device.type, enabled=False):
+            out = na2d_export(query.float(), key.float(), value.float(), kernel_size, dilation,
+                              rpb, scale, dropout_p)
+        return out.to(dtype)
     batch, heads, height, width, head_dim = query.shape
     k = kernel_size
     halo_len = TILE + k - 1
