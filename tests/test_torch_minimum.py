@@ -13,8 +13,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 #: Call -> first torch version that has it as nat_mm calls it.
 TORCH_API_MINIMUM = {
-    'torch.amp.custom_fwd(device_type=': (2, 4),
-    'torch.amp.custom_bwd(device_type=': (2, 4),
+    'torch.amp.custom_fwd(': (2, 4),      # with device_type=
+    'torch.amp.custom_bwd(': (2, 4),
     'torch.compiler.disable': (2, 1),
     'torch.sparse.sampled_addmm': (1, 13),  # CPU support
     'torch.sparse_csr_tensor': (1, 10),
@@ -42,7 +42,7 @@ def used_apis():
 
 
 def test_the_lookup_finds_what_nat_mm_uses():
-    assert {'torch.amp.custom_fwd(device_type=', 'torch.compiler.disable',
+    assert {'torch.amp.custom_fwd(', 'torch.compiler.disable',
             'torch.sparse.sampled_addmm'} <= used_apis()
 
 

@@ -250,7 +250,8 @@ def test_missing_checkpoint_file_explains_how_to_get_it(tmp_path):
         model.init_weights()
     message = str(error.value)
     assert str(path) in message
-    assert 'nat_tiny.pth' in message and 'nat_base.pth' in message and 'checkpoints/' in message
+    assert 'nat_{mini,tiny,small,base}.pth' in message and 'checkpoints/' in message
+    assert 'dinat_large_in22k_224.pth' in message
     assert 'model.backbone.init_cfg=None' in message
 
 
