@@ -22,6 +22,13 @@ Conventions (those of the published NAT numbers):
   (MMDetection 3.x's tool runs the mask heads of a cascade on all proposals.)
 * segmentors: MMSegmentation ``get_flops``: input (1, 3, 2048, 512), backbone,
   neck and decode head (tensor mode, no auxiliary head).
+* query-based models (Mask2Former, in mmdet or mmseg): backbone, pixel decoder
+  and transformer decoder with every layer's class and mask predictions (no
+  post-processing, no panoptic/instance inference); default input 800x800 for
+  both. The published Mask2Former DiNAT-L costs, 522G (COCO) and 518G (ADE20K),
+  are those of an 800x800 input (counted here: 520.2G and 507.3G); at the
+  training crops the same models count 850.2G (COCO, 1024x1024) and 325.2G
+  (ADE20K, 640x640).
 
 Examples::
 
@@ -29,8 +36,10 @@ Examples::
     python tools/get_flops.py configs/mask_rcnn_nat_tiny_coco.py
     python tools/get_flops.py configs/upernet_nat_tiny_ade20k.py --shape 2048 512
     python tools/get_flops.py configs/upernet_nat_tiny_ade20k.py --backbone-only --shape 512 512
+    python tools/get_flops.py configs/mask2former_dinat_large_ade20k.py
 """
 import argparse
+import inspect
 import math
 import sys
 from collections import Counter
@@ -54,7 +63,8 @@ from nat_mm.ops.functional import register_backend  # noqa: E402
 #: The name under which the tracer records :class:`NeighborhoodAttentionOp`.
 NA_NODE_KIND = 'prim::PythonOp.NeighborhoodAttentionOp'
 #: Default (H, W) per kind of model; see the module docstring.
-DEFAULT_SHAPES = {'classifier': (224, 224), 'mmdet': (1280, 800), 'mmseg': (2048, 512)}
+DEFAULT_SHAPES = {'classifier': (224, 224), 'mmdet': (1280, 800), 'mmseg': (2048, 512),
+                  'mmdet-query': (800, 800), 'mmseg-query': (800, 800)}
 #: The mmdet 2.x ``forward_dummy`` numbers of RoIs for bbox and mask heads.
 NUM_BBOX_ROIS, NUM_MASK_ROIS = 1000, 100
 CLASSIFICATION_CLASSES = 1000
@@ -151,8 +161,9 @@ class DetectorDummyForward(nn.Module):
         for part in ('rpn_head', 'roi_head'):
             if getattr(detector, part, None) is None:
                 raise ValueError(
-                    f'get_flops: {type(detector).__name__} has no {part}; only two-stage '
-                    'detectors (Mask R-CNN, Cascade Mask R-CNN, ...) are supported')
+                    f'get_flops: {type(detector).__name__} has no {part}; two-stage '
+                    'detectors (Mask R-CNN, Cascade Mask R-CNN, ...) and Mask2Former/MaskFormer '
+                    '(panoptic_head) are supported')
         self.detector = detector
 
     @staticmethod
@@ -193,8 +204,42 @@ class SegmentorTensorForward(nn.Module):
         return self.segmentor(inputs, mode='tensor')
 
 
+class QueryHeadForward(nn.Module):
+    """A Mask2Former-style model (mmdet ``MaskFormer``, or an mmseg segmentor with a
+    Mask2Former decode head): backbone, then the head's forward, which returns the
+    class scores and mask predictions of every decoder layer.
+
+    These heads take the batch's data samples besides the features (mmseg's
+    ``mode='tensor'`` does not pass them); only their meta information is given.
+    Shape: (B, 3, H, W) -> (class scores, mask predictions), one per decoder layer.
+    """
+
+    def __init__(self, model, head):
+        super().__init__()
+        self.model = model
+        self.head = head
+
+    def forward(self, inputs):
+        from mmengine.structures import BaseDataElement
+        height, width = inputs.shape[-2:]
+        meta = dict(img_shape=(height, width), pad_shape=(height, width),
+                    batch_input_shape=(height, width), ori_shape=(height, width))
+        samples = [BaseDataElement(metainfo=meta) for _ in range(inputs.shape[0])]
+        return self.head.forward(self.model.extract_feat(inputs), samples)
+
+
+def takes_data_samples(head):
+    """Whether ``head.forward`` needs the data samples (Mask2Former / MaskFormer heads)."""
+    return 'batch_data_samples' in inspect.signature(head.forward).parameters
+
+
 def build_from_config(path, backbone_only):
-    """(model to count, kind) from an mmdet/mmseg config; kind is 'mmdet' or 'mmseg'."""
+    """(model to count, kind) from an mmdet/mmseg config.
+
+    kind is 'mmdet' or 'mmseg' (two-stage detectors, encoder-decoder segmentors),
+    or 'mmdet-query' / 'mmseg-query' for Mask2Former-style models
+    (:class:`QueryHeadForward`); with ``backbone_only`` always 'mmdet'/'mmseg'.
+    """
     if not Path(path).is_file():
         raise FileNotFoundError(f'get_flops: config {path} not found')
     cfg = Config.fromfile(path)
@@ -209,6 +254,9 @@ def build_from_config(path, backbone_only):
     model = revert_sync_batchnorm(model).eval()
     if backbone_only:
         return model, kind
+    head = getattr(model, 'panoptic_head', None) or getattr(model, 'decode_head', None)
+    if head is not None and takes_data_samples(head):
+        return QueryHeadForward(model, head), kind + '-query'
     wrapper = DetectorDummyForward if kind == 'mmdet' else SegmentorTensorForward
     return wrapper(model), kind
 
@@ -224,14 +272,14 @@ def format_count(count):
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('config', nargs='?', help='an mmdet or mmseg config file')
-    parser.add_argument('--arch', choices=['mini', 'tiny', 'small', 'base'],
+    parser.add_argument('--arch', choices=['mini', 'tiny', 'small', 'base', 'large'],
                         help='count the NAT classification body of this arch (no config)')
     parser.add_argument('--backbone-only', action='store_true',
                         help="count only the config's backbone (with --arch: the NAT "
                              'backbone with its four output norms, no head)')
     parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
                         help='input height and width; default 224 224 (--arch), 1280 800 '
-                             '(detectors), 2048 512 (segmentors)')
+                             '(detectors), 2048 512 (segmentors), 800 800 (Mask2Former)')
     parser.add_argument('--show-table', action='store_true',
                         help='also print the per-module table (depth 3)')
     args = parser.parse_args(argv)
@@ -253,7 +301,7 @@ def main(argv=None):
         model, kind = build_from_config(args.config, args.backbone_only)
         what = f'{args.config}' + (' (backbone only)' if args.backbone_only else '')
     height, width = args.shape or DEFAULT_SHAPES[kind]
-    if kind == 'mmdet' and not args.backbone_only:
+    if kind.startswith('mmdet') and not args.backbone_only:
         # mmdet's data preprocessor pads the batch to a multiple of 32
         height, width = padded_shape((height, width), 32)
     inputs = (torch.randn(1, 3, height, width),)

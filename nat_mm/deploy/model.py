@@ -10,6 +10,7 @@ exported is their tensor path:
 
 mmdet and mmseg are imported inside the functions that need them only.
 """
+import inspect
 from typing import NamedTuple
 
 import torch
@@ -153,6 +154,13 @@ def build_deploy_model(config, checkpoint=None, cfg_options=None):
             f'{config}: the model is a {type(model).__name__}, which has no tensor path to '
             f'export (nat_mm exports {expected.__name__}s: segmentor logits or detector backbone '
             '+ neck); give a segmentor or detector config')
+    head = getattr(model, 'decode_head', None)
+    if scope == 'mmseg' and 'batch_data_samples' in inspect.signature(head.forward).parameters:
+        raise ValueError(
+            f'{config}: the decode head {type(head).__name__} (Mask2Former/MaskFormer) has no '
+            'tensor path nat_mm exports: it needs data samples, and its pixel decoder uses '
+            "mmcv's deformable attention; export a UperNet config, or the backbone alone "
+            '(nat_mm.deploy.export_onnx on the built NAT module)')
     if checkpoint is not None:
         from mmengine.runner import load_checkpoint
         ckpt = load_checkpoint(model, checkpoint, map_location='cpu')

@@ -9,12 +9,19 @@ The file keeps what a consumer needs to feed it in its ``metadata_props``
 (JSON values under ``nat_mm.*`` keys): the preprocessing (mean, std, channel
 order), the test resize scale, the export size and whether it is dynamic,
 the size limits, classes and palette.
+
+Dynamic exports swap ``nn.AdaptiveAvgPool2d`` for its matmul form
+(:mod:`nat_mm.deploy.pooling`): exported as is, its windows are those of the
+example size.
 """
+import contextlib
 import json
 import time
 
 import numpy as np
 import torch
+
+from .pooling import exportable_adaptive_pooling
 
 #: Dynamic exports accept heights and widths in [MIN_SIZE, MAX_SIZE]: at
 #: least one pixel at NAT's stride 32 (smaller maps go through the
@@ -51,7 +58,10 @@ def export_onnx(module, shape, path, dynamic=False, output_names=('output',), me
         # Positional (one entry per input), whatever the module names its argument.
         dynamic_shapes = ({2: Dim('height', min=MIN_SIZE, max=MAX_SIZE),
                            3: Dim('width', min=MIN_SIZE, max=MAX_SIZE)},)
-    with torch.no_grad():
+    # A dynamic export of nn.AdaptiveAvgPool2d (UperNet's pyramid pooling) computes
+    # wrong windows at other sizes; its matmul form is exact at every size.
+    pooling = exportable_adaptive_pooling(module) if dynamic else contextlib.nullcontext()
+    with torch.no_grad(), pooling:
         program = torch.onnx.export(
             module, (example,), input_names=['image'], output_names=list(output_names),
             dynamic_shapes=dynamic_shapes, dynamo=True, verbose=False)

@@ -1,9 +1,10 @@
 """MACs of the zoo from tools/get_flops.py against the published ones (within 3%).
 
-Counting runs the model once, so only representative cheap cases run here: the DiNAT-L
-classifier at 224 (the one published DiNAT-L cost a small input reproduces) and a whole
-detector, Mask R-CNN DiNAT-Mini at 1280x800. The other configs' counts are in the README with
-their commands (the DiNAT-L detectors and segmentors take minutes on a CPU).
+Counting runs the model once, so only representative cases run here: the DiNAT-L
+classifier at 224 (the one published DiNAT-L cost a small input reproduces), a whole
+detector, Mask R-CNN DiNAT-Mini at 1280x800, and Mask2Former DiNAT-L through both libraries'
+heads (mmdet's panoptic_head, mmseg's decode head) at 800x800. The other configs' counts are
+in the README with their commands (the DiNAT-L detectors and segmentors take minutes on a CPU).
 """
 import importlib.util
 from pathlib import Path
@@ -38,3 +39,21 @@ def test_mask_rcnn_dinat_mini_macs(get_flops):
     assert kind == 'mmdet'
     total = get_flops.analyze_flops(model, (torch.randn(1, 3, 1280, 800),)).total()
     assert total == pytest.approx(225e9, rel=0.03)
+
+
+@pytest.mark.parametrize('name, published', [
+    ('mask2former_dinat_large_coco_instance', 522e9),   # mmdet Mask2Former, 200 queries
+    ('mask2former_dinat_large_ade20k', 518e9),          # mmseg EncoderDecoder, 100 queries
+])
+def test_mask2former_dinat_large_macs(get_flops, name, published):
+    """Mask2Former DiNAT-L (kernel 11): the published costs are those of an 800x800 input."""
+    model, kind = get_flops.build_from_config(str(REPO_ROOT / 'configs' / f'{name}.py'),
+                                              backbone_only=False)
+    assert isinstance(model, get_flops.QueryHeadForward) and kind.endswith('-query')
+    assert get_flops.DEFAULT_SHAPES[kind] == (800, 800)
+    analyzer = get_flops.analyze_flops(model, (torch.randn(1, 3, 800, 800),))
+    assert analyzer.total() == pytest.approx(published, rel=0.03)
+    by_module = analyzer.by_module()
+    # every part is counted: backbone (its attention included), pixel decoder, decoder
+    assert analyzer.by_operator()['neighborhood_attention'] > 0
+    assert by_module['head.pixel_decoder'] > 0 and by_module['head.transformer_decoder'] > 0

@@ -4,6 +4,8 @@ Exports are slow (minutes on 2 cores), so each file is exported once per
 module (module-scoped fixtures) and shared by the tests; the models are
 narrow (one block per stage) to keep that affordable.
 """
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -11,6 +13,7 @@ from nat_mm import NAT
 from nat_mm.deploy import (MIN_SIZE, OnnxModel, build_deploy_model, export_onnx,
                            max_differences, random_image)
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
 SIZES = [(224, 224), (97, 131), (256, 320)]
 NARROW = dict(embed_dim=32, depths=(1, 2, 1, 1), num_heads=(1, 2, 4, 8), mlp_ratio=2.)
 #: DiNAT-style dilations and kernel 11: stage maps at 97x131 are 25x33 ... 4x5,
@@ -79,3 +82,9 @@ def test_a_config_without_a_tensor_path_is_a_clear_error(tmp_path):
     no_model.write_text("default_scope = 'mmseg'\n")
     with pytest.raises(ValueError, match='has no `model` dict'):
         build_deploy_model(str(no_model))
+
+
+def test_a_mask2former_segmentor_is_a_clear_error():
+    with pytest.raises(ValueError, match='Mask2FormerHead .*no tensor path nat_mm exports.*'
+                                         'export a UperNet config'):
+        build_deploy_model(str(REPO_ROOT / 'configs' / 'mask2former_dinat_large_ade20k.py'))

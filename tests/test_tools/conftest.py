@@ -11,7 +11,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _load_tool(name):
-    spec = importlib.util.spec_from_file_location(f'tools_{name}',
+    spec = importlib.util.spec_from_file_location(f"tools_{name.replace('/', '_')}",
                                                   REPO_ROOT / 'tools' / f'{name}.py')
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

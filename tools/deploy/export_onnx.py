@@ -56,6 +56,8 @@ def _cfg_options(pairs):
 
 
 def main(argv=None):
+    """Returns dict(out=the .onnx path, rows=[dict(shape, max_abs_diff, max_rel_diff,
+    eager_s, onnxrt_s) per compared size])."""
     args = parse_args(argv)
     if args.check_shape and not args.dynamic:
         raise SystemExit('--check-shape needs --dynamic: a static export runs at --shape only')
@@ -72,6 +74,7 @@ def main(argv=None):
           f'torch {torch.__version__}')
     print(f'{"shape":>11} | {"max abs diff":>12} {"max rel diff":>12} | '
           f'{"eager":>9} {"onnxrt":>9} {"ort/eager":>9}')
+    rows = []
     for i, (height, width) in enumerate([tuple(args.shape)] + [tuple(s) for s in args.check_shape]):
         image = random_image(height, width, seed=i)
         with torch.no_grad():
@@ -88,7 +91,9 @@ def main(argv=None):
         print(f'{height:>5}x{width:<5} | {abs_diff:12.3e} {rel_diff:12.3e} | '
               f'{times["eager"]:8.3f}s {times["onnxrt"]:8.3f}s '
               f'{times["onnxrt"] / times["eager"]:8.2f}x')
-    return out
+        rows.append(dict(shape=(height, width), max_abs_diff=abs_diff, max_rel_diff=rel_diff,
+                         eager_s=times['eager'], onnxrt_s=times['onnxrt']))
+    return dict(out=out, rows=rows)
 
 
 if __name__ == '__main__':
