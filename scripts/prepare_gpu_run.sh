@@ -6,8 +6,8 @@
 # that the GPU machine lacks (or may lack), as wheels for Python 3.12 / manylinux x86_64
 # (about 2.5 MB in all), checks that they fit what a device run carries (64 MiB with the
 # work tree), and prints the one command to run there (repo root, $OUT the output folder,
-# carrying .whl). Not shipped: OpenCV (54 MB; mmengine.runner imports cv2 at module level
-# and tools/gpu_check.py stands a placeholder in for it) and matplotlib (imported lazily).
+# carrying .whl). Not shipped: OpenCV (54 MB; `import nat_mm` does not import it, only
+# mmengine.runner and mmcv do) and matplotlib (imported lazily).
 #
 # Environment: PYTHON (the pip to download with, default python3),
 #              WHL_PYTHON_VERSION (default 3.12), WHL_PLATFORM (default manylinux2014_x86_64).

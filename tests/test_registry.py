@@ -61,11 +61,11 @@ def test_import_leaves_mmdet_mmseg_mmcv_out_and_both_registries_build_nat():
 
 
 def test_nat_mm_needs_only_torch_and_mmengine():
-    """mmcv, mmdet and mmseg made unimportable, as if not installed: a ``None``
+    """mmcv, mmdet, mmseg and OpenCV made unimportable, as if not installed: a ``None``
     entry in sys.modules makes ``import`` raise ModuleNotFoundError."""
     output = run_python('''
         import sys
-        for name in ('mmcv', 'mmdet', 'mmseg'):
+        for name in ('mmcv', 'mmdet', 'mmseg', 'cv2'):
             sys.modules[name] = None
         try:
             import mmdet  # noqa: F401

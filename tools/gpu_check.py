@@ -44,7 +44,6 @@ import contextlib
 import copy
 import functools
 import importlib
-import importlib.machinery
 import importlib.util
 import json
 import os
@@ -53,7 +52,6 @@ import subprocess
 import sys
 import time
 import traceback
-import types
 from importlib import metadata
 from pathlib import Path
 
@@ -214,31 +212,14 @@ class Report:
 # --------------------------------------------------------------------------- environment
 
 
-class _OpenCVPlaceholder(types.ModuleType):
-    """Stands in for ``cv2`` where OpenCV is not installed; any use raises."""
-
-    def __getattr__(self, name):
-        raise AttributeError(
-            f'cv2.{name}: OpenCV is not installed here; tools/gpu_check.py put a placeholder '
-            'in its place only so that mmengine.runner imports (pip install '
-            'opencv-python-headless for the real one)')
-
-
-def ensure_cv2_importable():
-    """``import nat_mm`` imports ``mmengine.runner``, which imports cv2 at module level for
-    its visualisation hooks only (never used by this check). Where cv2 does not import (the
-    benchmark GPU machine has no OpenCV, and its 54 MB wheel would not fit the 64 MiB
-    brought along), a placeholder module is put in ``sys.modules['cv2']``.
-
-    Returns a line for the report.
-    """
+def opencv_line():
+    """The report's cv2 line. ``import nat_mm`` does not need OpenCV (the benchmark GPU
+    machine has none, and its 54 MB wheel would not fit the 64 MiB brought along); only
+    the demo's stack (mmengine.runner, mmcv) does."""
     try:
         import cv2
     except ImportError as error:
-        placeholder = _OpenCVPlaceholder('cv2')
-        placeholder.__spec__ = importlib.machinery.ModuleSpec('cv2', None)
-        sys.modules['cv2'] = placeholder
-        return f'cv2: not installed ({error}); a placeholder lets mmengine.runner import'
+        return f'cv2: not installed ({error}); not needed by nat_mm, only by the demo'
     return f'cv2: {cv2.__version__}'
 
 
@@ -629,7 +610,7 @@ def main(argv=None):
         bench_shapes, bench_modes = ['512x512:2', '800x1344:2'], ['infer', 'train']
         bench_models, repeats = None, args.repeats
 
-    cv2_line = ensure_cv2_importable()
+    cv2_line = opencv_line()
     backends = backends_for(device.type)
     with report.section('environment') as section:
         environment(section, device, cv2_line, backends)

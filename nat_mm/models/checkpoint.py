@@ -28,7 +28,6 @@ from collections import Counter
 import torch
 import torch.nn.functional as F
 from mmengine.logging import print_log
-from mmengine.runner import CheckpointLoader
 
 #: Keys of the classifier that the backbone does not have.
 CLASSIFICATION_ONLY_PREFIXES = ('head.', 'norm.')
@@ -268,6 +267,8 @@ def load_checkpoint_file(filename, map_location='cpu'):
     if is_local and not osp.isfile(osp.expanduser(filename)):
         raise FileNotFoundError(
             f'NAT pretrained checkpoint {filename!r} not found. {HOW_TO_GET_CHECKPOINTS}.')
+    # Imported here: mmengine.runner imports OpenCV, which the backbone needs nowhere else.
+    from mmengine.runner import CheckpointLoader
     return CheckpointLoader.load_checkpoint(filename, map_location=map_location)
 
 
