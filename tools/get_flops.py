@@ -20,8 +20,10 @@ Conventions (those of the published NAT numbers):
   backbone, neck and RPN head forward, then the RoI heads on 1000 proposals
   (bbox) and on the first 100 of them (mask), in every cascade stage; no NMS.
   (MMDetection 3.x's tool runs the mask heads of a cascade on all proposals.)
-* segmentors: MMSegmentation ``get_flops``: input (1, 3, 2048, 512), backbone,
-  neck and decode head (tensor mode, no auxiliary head).
+* segmentors: MMSegmentation ``get_flops``: backbone, neck and decode head
+  (tensor mode, no auxiliary head) on an input (1, 3, s0, s1) of the test
+  pipeline's resize scale (s0, s1): 2048x512 for the ADE20K 512 configs,
+  2560x640 for the 640 ones.
 * query-based models (Mask2Former, in mmdet or mmseg): backbone, pixel decoder
   and transformer decoder with every layer's class and mask predictions (no
   post-processing, no panoptic/instance inference); default input 800x800 for
@@ -214,10 +216,10 @@ class QueryHeadForward(nn.Module):
     Shape: (B, 3, H, W) -> (class scores, mask predictions), one per decoder layer.
     """
 
-    def __init__(self, model, head):
+    def __init__(self, model, head_name):
         super().__init__()
         self.model = model
-        self.head = head
+        self.head_name = head_name      # 'panoptic_head' (mmdet) or 'decode_head' (mmseg)
 
     def forward(self, inputs):
         from mmengine.structures import BaseDataElement
@@ -225,7 +227,8 @@ class QueryHeadForward(nn.Module):
         meta = dict(img_shape=(height, width), pad_shape=(height, width),
                     batch_input_shape=(height, width), ori_shape=(height, width))
         samples = [BaseDataElement(metainfo=meta) for _ in range(inputs.shape[0])]
-        return self.head.forward(self.model.extract_feat(inputs), samples)
+        head = getattr(self.model, self.head_name)
+        return head.forward(self.model.extract_feat(inputs), samples)
 
 
 def takes_data_samples(head):
@@ -254,11 +257,23 @@ def build_from_config(path, backbone_only):
     model = revert_sync_batchnorm(model).eval()
     if backbone_only:
         return model, kind
-    head = getattr(model, 'panoptic_head', None) or getattr(model, 'decode_head', None)
+    head_name = 'panoptic_head' if hasattr(model, 'panoptic_head') else 'decode_head'
+    head = getattr(model, head_name, None)
     if head is not None and takes_data_samples(head):
-        return QueryHeadForward(model, head), kind + '-query'
+        return QueryHeadForward(model, head_name), kind + '-query'
     wrapper = DetectorDummyForward if kind == 'mmdet' else SegmentorTensorForward
     return wrapper(model), kind
+
+
+def default_shape(kind, config=None):
+    """(H, W) counted when --shape is not given: a segmentor config's test resize
+    scale, else :data:`DEFAULT_SHAPES` of the kind."""
+    if kind == 'mmseg' and config is not None:
+        from nat_mm.deploy.model import config_test_scale
+        scale = config_test_scale(Config.fromfile(config))
+        if scale:
+            return tuple(scale)
+    return DEFAULT_SHAPES[kind]
 
 
 def padded_shape(shape, divisor):
@@ -279,7 +294,8 @@ def parse_args(argv=None):
                              'backbone with its four output norms, no head)')
     parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
                         help='input height and width; default 224 224 (--arch), 1280 800 '
-                             '(detectors), 2048 512 (segmentors), 800 800 (Mask2Former)')
+                             '(detectors), the test resize scale (segmentors), 800 800 '
+                             '(Mask2Former)')
     parser.add_argument('--show-table', action='store_true',
                         help='also print the per-module table (depth 3)')
     args = parser.parse_args(argv)
@@ -291,6 +307,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
+    """Prints the counts; returns dict(shape=(H, W), params=..., flops=total multiply-adds)."""
     args = parse_args(argv)
     if args.arch:
         model = (NAT(arch=args.arch) if args.backbone_only else ClassificationBody(args.arch))
@@ -300,20 +317,22 @@ def main(argv=None):
     else:
         model, kind = build_from_config(args.config, args.backbone_only)
         what = f'{args.config}' + (' (backbone only)' if args.backbone_only else '')
-    height, width = args.shape or DEFAULT_SHAPES[kind]
+    height, width = args.shape or default_shape(kind, args.config)
     if kind.startswith('mmdet') and not args.backbone_only:
         # mmdet's data preprocessor pads the batch to a multiple of 32
         height, width = padded_shape((height, width), 32)
     inputs = (torch.randn(1, 3, height, width),)
     analyzer = analyze_flops(model, inputs)
     total = analyzer.total()
+    params = parameter_count(model)['']
     print(f'{what}\ninput: (1, 3, {height}, {width})')
-    print(f'params: {parameter_count(model)[""] / 1e6:.2f}M')
+    print(f'params: {params / 1e6:.2f}M')
     print(f'flops (multiply-adds): {format_count(total)}')
     for operator, count in analyzer.by_operator().most_common():
         print(f'  {operator:24s} {format_count(count):>9s} ({count / total:.1%})')
     if args.show_table:
         print(complexity_stats_table(analyzer, max_depth=3, show_param_shapes=False))
+    return dict(shape=(height, width), params=params, flops=total)
 
 
 if __name__ == '__main__':

@@ -81,7 +81,7 @@ def _preprocessing(cfg):
                 bgr_to_rgb=bool(pre.get('bgr_to_rgb', False)))
 
 
-def _test_scale(cfg):
+def config_test_scale(cfg):
     """The ``scale`` of the test pipeline's Resize, or None."""
     pipeline = (cfg.get('test_pipeline') or
                 cfg.get('test_dataloader', {}).get('dataset', {}).get('pipeline') or [])
@@ -168,7 +168,7 @@ def build_deploy_model(config, checkpoint=None, cfg_options=None):
         if meta.get('dataset_meta'):
             model.dataset_meta = meta['dataset_meta']
     model = revert_sync_batchnorm(model).float().eval()
-    metadata = dict(_preprocessing(cfg), test_scale=_test_scale(cfg))
+    metadata = dict(_preprocessing(cfg), test_scale=config_test_scale(cfg))
     if scope == 'mmseg':
         classes, palette = _dataset_meta(model, cfg)
         metadata.update(classes=classes, palette=palette)

@@ -2,9 +2,10 @@
 
 Counting runs the model once, so only representative cases run here: the DiNAT-L
 classifier at 224 (the one published DiNAT-L cost a small input reproduces), a whole
-detector, Mask R-CNN DiNAT-Mini at 1280x800, and Mask2Former DiNAT-L through both libraries'
-heads (mmdet's panoptic_head, mmseg's decode head) at 800x800. The other configs' counts are
-in the README with their commands (the DiNAT-L detectors and segmentors take minutes on a CPU).
+detector, Mask R-CNN DiNAT-Mini at 1280x800, the DiNAT-L detector and segmentor through the
+tool's command line (its default input sizes), and Mask2Former DiNAT-L through both
+libraries' heads (mmdet's panoptic_head, mmseg's decode head) at 800x800. Every config's count
+is in the README (`python tools/get_flops.py CONFIG`, 10-50 s each).
 """
 import importlib.util
 from pathlib import Path
@@ -41,6 +42,17 @@ def test_mask_rcnn_dinat_mini_macs(get_flops):
     assert total == pytest.approx(225e9, rel=0.03)
 
 
+@pytest.mark.parametrize('name, shape, published', [
+    ('cascade_mask_rcnn_dinat_large_coco', (1280, 800), 1276e9),
+    ('upernet_dinat_large_ade20k', (2560, 640), 2335e9),   # the 640 config's test scale
+])
+def test_dinat_large_detector_and_segmentor_macs(get_flops, name, shape, published, capsys):
+    result = get_flops.main([str(REPO_ROOT / 'configs' / f'{name}.py')])
+    assert result['shape'] == shape
+    assert result['flops'] == pytest.approx(published, rel=0.03)
+    assert f'input: (1, 3, {shape[0]}, {shape[1]})' in capsys.readouterr().out
+
+
 @pytest.mark.parametrize('name, published', [
     ('mask2former_dinat_large_coco_instance', 522e9),   # mmdet Mask2Former, 200 queries
     ('mask2former_dinat_large_ade20k', 518e9),          # mmseg EncoderDecoder, 100 queries
@@ -53,7 +65,10 @@ def test_mask2former_dinat_large_macs(get_flops, name, published):
     assert get_flops.DEFAULT_SHAPES[kind] == (800, 800)
     analyzer = get_flops.analyze_flops(model, (torch.randn(1, 3, 800, 800),))
     assert analyzer.total() == pytest.approx(published, rel=0.03)
-    by_module = analyzer.by_module()
+    head = 'model.' + model.head_name
+    assert head == ('model.panoptic_head' if kind == 'mmdet-query' else 'model.decode_head')
     # every part is counted: backbone (its attention included), pixel decoder, decoder
+    by_module = analyzer.by_module()
     assert analyzer.by_operator()['neighborhood_attention'] > 0
-    assert by_module['head.pixel_decoder'] > 0 and by_module['head.transformer_decoder'] > 0
+    assert by_module['model.backbone'] > 0.4 * analyzer.total()
+    assert by_module[f'{head}.pixel_decoder'] > 0 and by_module[f'{head}.transformer_decoder'] > 0
