@@ -4,7 +4,7 @@
 #
 # Fills the git-ignored .whl/ with mmengine 0.10.7 and the pure-Python packages it imports
 # that the GPU machine lacks (or may lack), as wheels for Python 3.12 / manylinux x86_64
-# (about 2.5 MB in all), checks that they fit what a device run carries (64 MiB with the
+# (about 3.3 MB in all), checks that they fit what a device run carries (64 MiB with the
 # work tree), and prints the one command to run there (repo root, $OUT the output folder,
 # carrying .whl). Not shipped: OpenCV (54 MB; `import nat_mm` does not import it, only
 # mmengine.runner and mmcv do) and matplotlib (imported lazily).

@@ -23,12 +23,12 @@ Conventions (those of the published NAT numbers):
 * segmentors: MMSegmentation ``get_flops``: backbone, neck and decode head
   (tensor mode, no auxiliary head) on an input (1, 3, s0, s1) of the test
   pipeline's resize scale (s0, s1): 2048x512 for the ADE20K 512 configs,
-  2560x640 for the 640 ones.
+  2560x640 for the 640 ones (2048x512 where a config has no test Resize).
 * query-based models (Mask2Former, in mmdet or mmseg): backbone, pixel decoder
   and transformer decoder with every layer's class and mask predictions (no
   post-processing, no panoptic/instance inference); default input 800x800 for
-  both. The published Mask2Former DiNAT-L costs, 522G (COCO) and 518G (ADE20K),
-  are those of an 800x800 input (counted here: 520.2G and 507.3G); at the
+  both, the size closest to the published Mask2Former DiNAT-L costs, 522G (COCO)
+  and 518G (ADE20K): counted here 520.2G (-0.35%) and 507.3G (-2.1%); at the
   training crops the same models count 850.2G (COCO, 1024x1024) and 325.2G
   (ADE20K, 640x640).
 
@@ -208,7 +208,7 @@ class SegmentorTensorForward(nn.Module):
 
 class QueryHeadForward(nn.Module):
     """A Mask2Former-style model (mmdet ``MaskFormer``, or an mmseg segmentor with a
-    Mask2Former decode head): backbone, then the head's forward, which returns the
+    Mask2Former decode head): backbone (and neck, if any), then the head's forward, which returns the
     class scores and mask predictions of every decoder layer.
 
     These heads take the batch's data samples besides the features (mmseg's
@@ -295,7 +295,7 @@ def parse_args(argv=None):
     parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
                         help='input height and width; default 224 224 (--arch), 1280 800 '
                              '(detectors), the test resize scale (segmentors), 800 800 '
-                             '(Mask2Former)')
+                             '(Mask2Former; with --backbone-only as its detector/segmentor)')
     parser.add_argument('--show-table', action='store_true',
                         help='also print the per-module table (depth 3)')
     args = parser.parse_args(argv)

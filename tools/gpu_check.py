@@ -214,12 +214,13 @@ class Report:
 
 def opencv_line():
     """The report's cv2 line. ``import nat_mm`` does not need OpenCV (the benchmark GPU
-    machine has none, and its 54 MB wheel would not fit the 64 MiB brought along); only
-    the demo's stack (mmengine.runner, mmcv) does."""
+    machine has none, and its 54 MB wheel would not fit the 64 MiB brought along); loading
+    a checkpoint file (mmengine.runner) and the demo's stack (mmcv) do."""
     try:
         import cv2
     except ImportError as error:
-        return f'cv2: not installed ({error}); not needed by nat_mm, only by the demo'
+        return (f'cv2: not installed ({error}); not needed by `import nat_mm` or these checks '
+                '(checkpoint loading and the demo need it)')
     return f'cv2: {cv2.__version__}'
 
 

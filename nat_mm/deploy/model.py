@@ -8,13 +8,19 @@ exported is their tensor path:
 - detectors (mmdet ``BaseDetector``): backbone + neck (``extract_feat``); the
   RPN/RoI heads need mmcv's compiled RoI ops, which ONNX has no equivalent of.
 
+Mask2Former/MaskFormer models (mmdet or mmseg) are refused: their heads need
+data samples and mmcv's deformable attention.
+
 mmdet and mmseg are imported inside the functions that need them only.
 """
-import inspect
 from typing import NamedTuple
 
 import torch
 from torch import nn
+
+
+#: Heads of the query-based models that :func:`build_deploy_model` refuses.
+QUERY_HEADS = ('Mask2FormerHead', 'MaskFormerHead')
 
 
 class SegmentorLogits(nn.Module):
@@ -86,8 +92,9 @@ def config_test_scale(cfg):
     pipeline = (cfg.get('test_pipeline') or
                 cfg.get('test_dataloader', {}).get('dataset', {}).get('pipeline') or [])
     for step in pipeline:
-        if step.get('type') == 'Resize' and step.get('scale') is not None:
-            return list(step['scale'])
+        scale = step.get('scale') if step.get('type') == 'Resize' else None
+        if scale is not None:
+            return [scale, scale] if isinstance(scale, int) else list(scale)
     return None
 
 
@@ -121,7 +128,8 @@ def build_deploy_model(config, checkpoint=None, cfg_options=None):
 
     Raises:
         ValueError: the config has no model, or its model has no tensor path
-            nat_mm can export (not a segmentor or a detector).
+            nat_mm can export (not a segmentor or a detector, or a Mask2Former /
+            MaskFormer head).
     """
     cfg = _load_config(config, cfg_options)
     if not isinstance(cfg.get('model'), dict):
@@ -137,6 +145,13 @@ def build_deploy_model(config, checkpoint=None, cfg_options=None):
             f'{config}: default_scope is {scope!r}; nat_mm exports mmseg segmentors (logits) '
             "and mmdet detectors (backbone + neck): use a config with default_scope 'mmseg' "
             "or 'mmdet'")
+    head = cfg.model.get('decode_head') or cfg.model.get('panoptic_head')
+    if isinstance(head, dict) and head.get('type') in QUERY_HEADS:
+        raise ValueError(
+            f"{config}: the head {head['type']} (Mask2Former/MaskFormer) has no tensor path "
+            "nat_mm exports: it needs data samples, and its pixel decoder uses mmcv's "
+            'deformable attention; export a UperNet or Mask R-CNN config, or the backbone '
+            'alone (nat_mm.deploy.export_onnx on the built NAT module)')
     init_default_scope(scope)
     if scope == 'mmseg':
         from mmseg.models import BaseSegmentor as expected
@@ -154,13 +169,6 @@ def build_deploy_model(config, checkpoint=None, cfg_options=None):
             f'{config}: the model is a {type(model).__name__}, which has no tensor path to '
             f'export (nat_mm exports {expected.__name__}s: segmentor logits or detector backbone '
             '+ neck); give a segmentor or detector config')
-    head = getattr(model, 'decode_head', None)
-    if scope == 'mmseg' and 'batch_data_samples' in inspect.signature(head.forward).parameters:
-        raise ValueError(
-            f'{config}: the decode head {type(head).__name__} (Mask2Former/MaskFormer) has no '
-            'tensor path nat_mm exports: it needs data samples, and its pixel decoder uses '
-            "mmcv's deformable attention; export a UperNet config, or the backbone alone "
-            '(nat_mm.deploy.export_onnx on the built NAT module)')
     if checkpoint is not None:
         from mmengine.runner import load_checkpoint
         ckpt = load_checkpoint(model, checkpoint, map_location='cpu')

@@ -57,8 +57,9 @@ class MatmulAdaptiveAvgPool2d(nn.Module):
 
 @contextlib.contextmanager
 def exportable_adaptive_pooling(module):
-    """Within the block, every ``nn.AdaptiveAvgPool2d`` inside ``module`` is a
-    :class:`MatmulAdaptiveAvgPool2d` of the same output size; restored after."""
+    """Within the block, every ``nn.AdaptiveAvgPool2d`` inside ``module`` (its
+    submodules, not ``module`` itself) is a :class:`MatmulAdaptiveAvgPool2d` of the same
+    output size; restored after, also when the block raises."""
     swapped = []
     for parent in module.modules():
         for name, child in list(parent.named_children()):

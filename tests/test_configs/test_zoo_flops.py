@@ -59,10 +59,10 @@ def test_dinat_large_detector_and_segmentor_macs(get_flops, name, shape, publish
 ])
 def test_mask2former_dinat_large_macs(get_flops, name, published):
     """Mask2Former DiNAT-L (kernel 11): the published costs are those of an 800x800 input."""
-    model, kind = get_flops.build_from_config(str(REPO_ROOT / 'configs' / f'{name}.py'),
-                                              backbone_only=False)
+    config = str(REPO_ROOT / 'configs' / f'{name}.py')
+    model, kind = get_flops.build_from_config(config, backbone_only=False)
     assert isinstance(model, get_flops.QueryHeadForward) and kind.endswith('-query')
-    assert get_flops.DEFAULT_SHAPES[kind] == (800, 800)
+    assert get_flops.default_shape(kind, config) == (800, 800)
     analyzer = get_flops.analyze_flops(model, (torch.randn(1, 3, 800, 800),))
     assert analyzer.total() == pytest.approx(published, rel=0.03)
     head = 'model.' + model.head_name

@@ -84,7 +84,9 @@ def test_a_config_without_a_tensor_path_is_a_clear_error(tmp_path):
         build_deploy_model(str(no_model))
 
 
-def test_a_mask2former_segmentor_is_a_clear_error():
+@pytest.mark.parametrize('name', ['mask2former_dinat_large_ade20k',
+                                  'mask2former_dinat_large_coco_instance'])
+def test_a_mask2former_config_is_a_clear_error(name):
     with pytest.raises(ValueError, match='Mask2FormerHead .*no tensor path nat_mm exports.*'
-                                         'export a UperNet config'):
-        build_deploy_model(str(REPO_ROOT / 'configs' / 'mask2former_dinat_large_ade20k.py'))
+                                         'export a UperNet or Mask R-CNN config'):
+        build_deploy_model(str(REPO_ROOT / 'configs' / f'{name}.py'))

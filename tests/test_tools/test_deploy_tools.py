@@ -16,7 +16,8 @@ from PIL import Image
 from nat_mm.deploy import OnnxModel, build_deploy_model, max_differences, random_image
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-NARROW_ARCH = dict(_delete_=True, embed_dim=32, depths=(1, 2, 1, 1), num_heads=(1, 2, 4, 8), mlp_ratio=2.)
+NARROW_ARCH = dict(_delete_=True, embed_dim=32, depths=(1, 2, 1, 1), num_heads=(1, 2, 4, 8),
+                   mlp_ratio=2.)
 #: The demo configs with a narrow backbone: (base config, overrides).
 NARROW = {
     'seg': ('configs/demo/upernet_nat_demo.py', dict(
@@ -26,8 +27,8 @@ NARROW = {
         backbone=dict(arch=NARROW_ARCH), neck=dict(in_channels=[32, 64, 128, 256]))),
 }
 #: One dynamic file, three sizes: 97x131 has stage maps 25x33 ... 4x5 (the late stages
-#: go through the small-input padding; UperNet's 6x6 pyramid pooling has cells larger
-#: than its 4x5 map).
+#: go through the small-input padding; UperNet's 6x6 pyramid pooling has more output
+#: cells than its 4x5 map has pixels).
 SIZES = {'seg': [(224, 224), (97, 131), (512, 683)], 'det': [(128, 160), (97, 131)]}
 
 

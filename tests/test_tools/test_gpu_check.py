@@ -40,7 +40,7 @@ def test_dry_run_writes_the_report(tmp_path):
     assert data['summary']['passed'] is True
     environment = '\n'.join(data['sections'][0]['lines'])
     assert f'torch {torch.__version__}' in environment and 'GPU: none' in environment
-    assert 'cv2: not installed' in environment and 'not needed by nat_mm' in environment
+    assert 'cv2: not installed' in environment and 'not needed by `import nat_mm`' in environment
     ops = data['sections'][1]
     # 2 cases x 5 precisions + 2 large-logit cases per backend, all passed
     assert len(ops['checks']) % 12 == 0 and ops['checks']
