@@ -132,3 +132,10 @@ def test_onnx_seg_demo_refuses_a_detector_file(det_export, tmp_path, load_tool):
     with pytest.raises(ValueError, match='no nat_mm segmentation metadata.*segmentation config'):
         load_tool('deploy/onnx_seg_demo').main([str(result['out']), str(image_path),
                                                 '--out', str(tmp_path / 'x.png')])
+
+
+def test_na_memory_reports_the_peak(load_tool, capsys):
+    load_tool('deploy/na_memory').main(['export', '--map', '24', '20', '--heads', '1'])
+    line = capsys.readouterr().out.strip()
+    assert line.startswith('export: ') and 'MB peak extra RSS, map 24x20, 1 heads' in line
+    assert int(line.split()[1]) >= 0
