@@ -41,7 +41,6 @@ Examples::
     python tools/get_flops.py configs/mask2former_dinat_large_ade20k.py
 """
 import argparse
-import inspect
 import math
 import sys
 from collections import Counter
@@ -59,6 +58,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from nat_mm import NAT  # noqa: E402
+from nat_mm.deploy.model import config_test_scale, needs_data_samples  # noqa: E402
 from nat_mm.ops import na2d, na_backend  # noqa: E402
 from nat_mm.ops.functional import register_backend  # noqa: E402
 
@@ -208,8 +208,8 @@ class SegmentorTensorForward(nn.Module):
 
 class QueryHeadForward(nn.Module):
     """A Mask2Former-style model (mmdet ``MaskFormer``, or an mmseg segmentor with a
-    Mask2Former decode head): backbone (and neck, if any), then the head's forward, which returns the
-    class scores and mask predictions of every decoder layer.
+    Mask2Former decode head): backbone (and neck, if any), then the head's forward,
+    which returns the class scores and mask predictions of every decoder layer.
 
     These heads take the batch's data samples besides the features (mmseg's
     ``mode='tensor'`` does not pass them); only their meta information is given.
@@ -229,11 +229,6 @@ class QueryHeadForward(nn.Module):
         samples = [BaseDataElement(metainfo=meta) for _ in range(inputs.shape[0])]
         head = getattr(self.model, self.head_name)
         return head.forward(self.model.extract_feat(inputs), samples)
-
-
-def takes_data_samples(head):
-    """Whether ``head.forward`` needs the data samples (Mask2Former / MaskFormer heads)."""
-    return 'batch_data_samples' in inspect.signature(head.forward).parameters
 
 
 def build_from_config(path, backbone_only):
@@ -259,7 +254,7 @@ def build_from_config(path, backbone_only):
         return model, kind
     head_name = 'panoptic_head' if hasattr(model, 'panoptic_head') else 'decode_head'
     head = getattr(model, head_name, None)
-    if head is not None and takes_data_samples(head):
+    if head is not None and needs_data_samples(head):
         return QueryHeadForward(model, head_name), kind + '-query'
     wrapper = DetectorDummyForward if kind == 'mmdet' else SegmentorTensorForward
     return wrapper(model), kind
@@ -269,7 +264,6 @@ def default_shape(kind, config=None):
     """(H, W) counted when --shape is not given: a segmentor config's test resize
     scale, else :data:`DEFAULT_SHAPES` of the kind."""
     if kind == 'mmseg' and config is not None:
-        from nat_mm.deploy.model import config_test_scale
         scale = config_test_scale(Config.fromfile(config))
         if scale:
             return tuple(scale)

@@ -13,14 +13,11 @@ data samples and mmcv's deformable attention.
 
 mmdet and mmseg are imported inside the functions that need them only.
 """
+import inspect
 from typing import NamedTuple
 
 import torch
 from torch import nn
-
-
-#: Heads of the query-based models that :func:`build_deploy_model` refuses.
-QUERY_HEADS = ('Mask2FormerHead', 'MaskFormerHead')
 
 
 class SegmentorLogits(nn.Module):
@@ -87,6 +84,12 @@ def _preprocessing(cfg):
                 bgr_to_rgb=bool(pre.get('bgr_to_rgb', False)))
 
 
+def needs_data_samples(head):
+    """Whether a head (class or module) takes the batch's data samples in ``forward``
+    besides the features, as Mask2Former/MaskFormer heads do."""
+    return 'batch_data_samples' in inspect.signature(head.forward).parameters
+
+
 def config_test_scale(cfg):
     """The ``scale`` of the test pipeline's Resize, or None."""
     pipeline = (cfg.get('test_pipeline') or
@@ -145,13 +148,6 @@ def build_deploy_model(config, checkpoint=None, cfg_options=None):
             f'{config}: default_scope is {scope!r}; nat_mm exports mmseg segmentors (logits) '
             "and mmdet detectors (backbone + neck): use a config with default_scope 'mmseg' "
             "or 'mmdet'")
-    head = cfg.model.get('decode_head') or cfg.model.get('panoptic_head')
-    if isinstance(head, dict) and head.get('type') in QUERY_HEADS:
-        raise ValueError(
-            f"{config}: the head {head['type']} (Mask2Former/MaskFormer) has no tensor path "
-            "nat_mm exports: it needs data samples, and its pixel decoder uses mmcv's "
-            'deformable attention; export a UperNet or Mask R-CNN config, or the backbone '
-            'alone (nat_mm.deploy.export_onnx on the built NAT module)')
     init_default_scope(scope)
     if scope == 'mmseg':
         from mmseg.models import BaseSegmentor as expected
@@ -159,6 +155,15 @@ def build_deploy_model(config, checkpoint=None, cfg_options=None):
     else:
         from mmdet.models import BaseDetector as expected
         from mmdet.registry import MODELS
+    # Refused before building (a DiNAT-L Mask2Former takes seconds and GBs to build).
+    head = cfg.model.get('decode_head') or cfg.model.get('panoptic_head')
+    head_class = MODELS.get(head['type']) if isinstance(head, dict) else None
+    if head_class is not None and needs_data_samples(head_class):
+        raise ValueError(
+            f"{config}: the head {head['type']} (Mask2Former/MaskFormer) has no tensor path "
+            "nat_mm exports: it needs data samples, and its pixel decoder uses mmcv's "
+            'deformable attention; export a UperNet or Mask R-CNN config, or the backbone '
+            'alone (nat_mm.deploy.export_onnx on the built NAT module)')
     model_cfg = cfg.model.copy()
     # Weights come from `checkpoint`; do not read the backbone's pretrained file.
     if isinstance(model_cfg.get('backbone'), dict):

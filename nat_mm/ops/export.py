@@ -23,10 +23,10 @@ K = 7, TILE = 4); one matmul with the value halo. Peak extra memory: the
 key or value halos, the logits and the rpb term. At NAT-T's first stage at
 800x1344 (200x336 map, 2 heads, one call; ``tools/deploy/na_memory.py``):
 434 MB peak extra RSS, against 325 MB for the earlier row-by-row formulation
-and 1686 MB for the K*K-gather reference. TILE = 4 is the fastest in ONNX Runtime (CPU, kernel 7, stage-1
-and stage-3 shapes: 29.8 / 9.8 ms against 32.4 / 10.7 ms for TILE = 3, 36.9 /
-10.9 for 2 and 50.3 / 15.8 for 8); the row-by-row formulation took 51-52 /
-13.6-15.6 ms.
+and 1686 MB for the K*K-gather reference. TILE = 4 is the fastest in ONNX
+Runtime (CPU, kernel 7, stage-1 and stage-3 shapes: 29.8 / 9.8 ms against
+32.4 / 10.7 ms for TILE = 3, 36.9 / 10.9 for 2 and 50.3 / 15.8 for 8); the
+row-by-row formulation took 51-52 / 13.6-15.6 ms.
 """
 import torch
 import torch.nn.functional as F

@@ -5,6 +5,8 @@ Each export runs once (module-scoped fixtures; a minute or more on 2 cores). The
 the demo configs with a narrow backbone, random weights saved as a checkpoint, so that the
 tool, ONNX Runtime and mmseg all run the same model.
 """
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -72,7 +74,6 @@ def test_one_dynamic_file_matches_eager_at_every_size(task, request):
     # what the tool printed
     assert [row['shape'] for row in result['rows']] == SIZES[task]
     assert all(row['max_abs_diff'] <= 1e-4 for row in result['rows']), result['rows']
-    assert all(row['eager_s'] > 0 and row['onnxrt_s'] > 0 for row in result['rows'])
     # checked again here, on other inputs, against the checkpoint's model built anew
     deploy = build_deploy_model(config, str(checkpoint))
     session = OnnxModel(result['out'])
@@ -134,8 +135,16 @@ def test_onnx_seg_demo_refuses_a_detector_file(det_export, tmp_path, load_tool):
                                                 '--out', str(tmp_path / 'x.png')])
 
 
-def test_na_memory_reports_the_peak(load_tool, capsys):
-    load_tool('deploy/na_memory').main(['export', '--map', '24', '20', '--heads', '1'])
-    line = capsys.readouterr().out.strip()
-    assert line.startswith('export: ') and 'MB peak extra RSS, map 24x20, 1 heads' in line
-    assert int(line.split()[1]) >= 0
+def test_na_memory_measures_the_reference_k_squared_copies():
+    """In a fresh process (ru_maxrss is a lifetime peak). Independent check:
+    the gather reference copies keys and values K*K times, 2 * 49 * (output size) here.
+    (No upper bound: under memory pressure the kernel reclaims pages before the call, which
+    inflates any RSS growth; the README's numbers come from a quiet machine.)"""
+    output_mb = 2 * 64 * 64 * 32 * 4 / 2 ** 20        # (1, 2, 64, 64, 32) float32: 1 MB
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / 'tools' / 'deploy' / 'na_memory.py'), 'reference',
+         '--map', '64', '64', '--heads', '2'],
+        capture_output=True, text=True, timeout=300, check=True)
+    line = result.stdout.strip().splitlines()[-1]
+    assert line.startswith('reference: ') and 'map 64x64, 2 heads, head_dim 32' in line
+    assert int(line.split()[1]) >= 0.9 * 2 * 49 * output_mb

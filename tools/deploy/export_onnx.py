@@ -3,9 +3,10 @@
 Segmentation configs (mmseg) export the whole segmentor's tensor forward (the
 decode head's logits at 1/4 of the input size); detection configs (mmdet)
 export backbone + neck (the RPN/RoI heads use mmcv's RoI ops, which ONNX has
-no equivalent of); Mask2Former configs are refused. Then the file runs in ONNX Runtime (CPU) on the same
-random input as eager PyTorch, and the tool prints the largest absolute and
-relative difference and both latencies, measured interleaved in this run.
+no equivalent of); Mask2Former configs are refused. Then the file runs in ONNX
+Runtime (CPU) on the same random input as eager PyTorch, and the tool prints the
+largest absolute and relative difference and both latencies, measured
+interleaved in this run.
 
 Without --dynamic the file accepts exactly --shape; with --dynamic any height
 and width in [32, 4096] (checked at the --shape given and, with
