@@ -11,7 +11,12 @@
 # exists) it installs torch's CUDA build and compiles mmcv with its CUDA ops
 # too (FORCE_CUDA=1, TORCH_CUDA_ARCH_LIST, CUDA_HOME; the CUDA toolkit's nvcc,
 # same major version as torch's CUDA, must be installed). Everywhere else the
-# CPU build, as before.
+# CPU build. The CUDA build of mmcv is kept as a wheel under
+# $NAT_MM_WHEEL_CACHE/<torch version>-sm<archs>/, so another venv reuses it.
+#
+# Usage: setup_env.sh [--print-plan]
+#   --print-plan  print the device, the checks and the commands each step would
+#                 run, and install nothing.
 #
 # Environment: PYTHON (interpreter for the venv, default python3),
 #              VENV (default .venv), TORCH_INDEX_URL (optional extra index
@@ -20,11 +25,19 @@
 #              and on CUDA machines TORCH_CUDA_ARCH_LIST (default: the compute
 #              capabilities of the visible GPUs, else DEFAULT_CUDA_ARCHS), CUDA_HOME
 #              (default: the toolkit of the nvcc on the PATH, else /usr/local/cuda),
-#              MAX_JOBS (parallel compile jobs, default: the number of cores).
+#              MAX_JOBS (parallel compile jobs, default: the number of cores),
+#              TORCH_PIP_ISOLATED (cuda only, default 1: torch's CUDA build is
+#              installed with `pip --isolated`, so a site pip configuration whose
+#              find-links or extra index hold a +cpu torch cannot win; 0 keeps the
+#              site configuration, e.g. a mirror that holds CUDA builds),
+#              NAT_MM_WHEEL_CACHE (default ~/.cache/nat_mm/wheels),
+#              NAT_MM_CUDA_DISK_GB (free disk the CUDA install needs, default 12).
 set -euo pipefail
 
 #: Compiled when no GPU can be asked for its compute capability: A100 (8.0) and H100/H200 (9.0).
 DEFAULT_CUDA_ARCHS="8.0;9.0"
+#: The CUDA version of the default index's torch==2.13.0 (its plain, label-less wheel).
+DEFAULT_TORCH_CUDA="13.0"
 
 step_start=0
 step() {
@@ -88,6 +101,38 @@ nvcc_version() {  # "13.0" from `$1/bin/nvcc --version`
     "$1/bin/nvcc" --version | sed -n 's/.*release \([0-9][0-9]*\.[0-9][0-9]*\).*/\1/p'
 }
 
+expected_torch_cuda() {  # "12.6" when TORCH_INDEX_URL ends in /cu126, else DEFAULT_TORCH_CUDA
+    local tag
+    tag=$(printf '%s' "${TORCH_INDEX_URL:-}" | sed -n 's#.*/cu\([0-9][0-9]*\)/*$#\1#p')
+    if [ -n "$tag" ]; then echo "${tag%?}.${tag: -1}"; else echo "$DEFAULT_TORCH_CUDA"; fi
+}
+
+free_gb() {  # free GB on the file system that holds $1 (or its nearest existing parent)
+    local path=$1
+    while [ ! -e "$path" ]; do path=$(dirname "$path"); done
+    df -Pk "$path" | awk 'NR == 2 { print int($4 / 1048576) }'
+}
+
+cuda_preflight() {  # the checks a CUDA install must pass before its long steps start
+    local expected needed have_gb
+    expected=$(expected_torch_cuda)
+    CUDA_HOME=$(find_cuda_home)
+    [ -n "$CUDA_HOME" ] || die "NAT_MM_DEVICE=cuda needs the CUDA $expected toolkit (nvcc and \
+its headers) and none was found (no nvcc on the PATH, no /usr/local/cuda): install the CUDA \
+$expected toolkit and put its bin/ on the PATH, or set CUDA_HOME to it"
+    [ -x "$CUDA_HOME/bin/nvcc" ] || die "CUDA_HOME=$CUDA_HOME has no bin/nvcc: point CUDA_HOME \
+at a CUDA $expected toolkit"
+    NVCC_CUDA=$(nvcc_version "$CUDA_HOME")
+    [ "${NVCC_CUDA%%.*}" = "${expected%%.*}" ] || die "nvcc $NVCC_CUDA ($CUDA_HOME) and torch's \
+CUDA $expected differ in major version; mmcv's CUDA ops need a CUDA ${expected%%.*}.x toolkit: \
+install it and set CUDA_HOME, or pick torch's CUDA ${NVCC_CUDA%%.*}.x build with TORCH_INDEX_URL"
+    needed=${NAT_MM_CUDA_DISK_GB:-12}
+    have_gb=$(free_gb "$VENV")
+    [ "$have_gb" -ge "$needed" ] || die "the CUDA install needs ${needed} GB free for $VENV \
+(torch's CUDA wheels alone take about 5 GB), only ${have_gb} GB are free there: free space, \
+or set VENV to a path on a larger disk"
+}
+
 verify() {
     NAT_MM_DEVICE="$DEVICE" "$VENV/bin/python" - <<'PY'
 import os
@@ -140,7 +185,74 @@ CONSTRAINTS="$ROOT/scripts/constraints.txt"
 STAMP="$VENV/.nat_mm_setup_stamp"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 export PIP_CONSTRAINT="$CONSTRAINTS"
+PLAN=0
+case "${1:-}" in
+    --print-plan) PLAN=1 ;;
+    "") ;;
+    *) die "unknown argument '$1' (usage: setup_env.sh [--print-plan])" ;;
+esac
 DEVICE=$(detect_device)
+PY="$VENV/bin/python"
+PIP=("$PY" -m pip install --quiet)
+JOBS=${MAX_JOBS:-$(nproc)}
+
+# torch: the CPU build through the site's pip configuration; the CUDA build with that
+# configuration ignored (its find-links may hold a +cpu wheel that pip would prefer)
+TORCH_PIP=("${PIP[@]}")
+if [ "$DEVICE" = cuda ] && [ "${TORCH_PIP_ISOLATED:-1}" = 1 ]; then
+    TORCH_PIP=("$PY" -m pip --isolated install --quiet -c "$CONSTRAINTS")
+fi
+[ -z "${TORCH_INDEX_URL:-}" ] || TORCH_PIP+=(--extra-index-url "$TORCH_INDEX_URL")
+TORCH_PIP+=(torch==2.13.0)
+TOOLS_PIP=("${PIP[@]}" "setuptools>=77,<82" wheel ninja psutil)
+STACK_PIP=("${PIP[@]}" mmengine==0.10.7 mmdet==3.3.0 mmsegmentation==1.2.2 ftfy regex pycocotools)
+NAT_MM_PIP=("${PIP[@]}" --no-build-isolation -e ".[tests]")
+
+if [ "$DEVICE" = cuda ]; then
+    cuda_preflight
+    TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-$(gpu_arch_list)}
+    WHEEL_DIR="${NAT_MM_WHEEL_CACHE:-$HOME/.cache/nat_mm/wheels}/torch2.13.0-cu$(expected_torch_cuda)-sm${TORCH_CUDA_ARCH_LIST//;/_}"
+    MMCV_ENV=(CUDA_HOME="$CUDA_HOME" FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST="$TORCH_CUDA_ARCH_LIST"
+              MAX_JOBS="$JOBS")
+    # torch's CUDA headers include cusparse.h, cublas_v2.h, ...: a toolkit with only nvcc and
+    # cudart lacks them, and torch's nvidia-* wheels ship them
+    MMCV_BUILD=("$PY" -m pip wheel --quiet --no-build-isolation --no-deps --no-cache-dir
+                -w "$WHEEL_DIR" mmcv==2.1.0)
+    mmcv_build="compiled CPU and CUDA ops for sm $TORCH_CUDA_ARCH_LIST with nvcc $NVCC_CUDA \
+($CUDA_HOME); first build about 30 min per arch on 2 cores, then kept in $WHEEL_DIR"
+else
+    MMCV_ENV=(MAX_JOBS="$JOBS")
+    # Without --no-build-isolation the build env has no torch and mmcv silently comes out
+    # without its ops.
+    MMCV_BUILD=("${PIP[@]}" --no-build-isolation mmcv==2.1.0)
+    mmcv_build="compiled ops (first build ~10 min on 2 cores, then in pip's cache)"
+fi
+
+if [ "$PLAN" = 1 ]; then
+    show() { printf '[plan]     %s\n' "$*"; }
+    echo "[plan] device: $DEVICE (NAT_MM_DEVICE=${NAT_MM_DEVICE:-auto}); venv: $VENV; nothing is installed"
+    [ "$DEVICE" = cpu ] || echo "[plan] checks passed: nvcc $NVCC_CUDA in CUDA_HOME=$CUDA_HOME" \
+        "matches torch's CUDA $(expected_torch_cuda); $(free_gb "$VENV") GB free for $VENV"
+    echo "[plan] 1/6 virtual environment"
+    show "$PYTHON" -m venv "$VENV"
+    echo "[plan] 2/6 torch 2.13.0 ($DEVICE build) and build tools"
+    show "${TORCH_PIP[@]}"
+    show "${TOOLS_PIP[@]}"
+    echo "[plan] 3/6 mmcv 2.1.0 with $mmcv_build"
+    if [ "$DEVICE" = cuda ]; then
+        show "${MMCV_ENV[@]}" "CPATH=<$VENV's site-packages/nvidia/*/include>" "${MMCV_BUILD[@]}"
+        show "${PIP[@]}" --no-deps "$WHEEL_DIR/mmcv-2.1.0-*.whl"
+    else
+        show "${MMCV_ENV[@]}" "${MMCV_BUILD[@]}"
+    fi
+    echo "[plan] 4/6 mmengine, mmdet, mmsegmentation, pycocotools"
+    show "${STACK_PIP[@]}"
+    echo "[plan] 5/6 nat_mm (editable, with test extras)"
+    show "${NAT_MM_PIP[@]}"
+    echo "[plan] 6/6 verify the stack (torch, mmcv's compiled ops$([ "$DEVICE" = cpu ] \
+        || echo ", CUDA $(expected_torch_cuda) in torch and mmcv"), mmdet, mmseg, nat_mm import)"
+    exit 0
+fi
 
 total_start=$(date +%s)
 
@@ -155,11 +267,9 @@ if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$(stamp_value)" ]; then
 fi
 
 step "1/6 virtual environment $VENV"
-if [ ! -x "$VENV/bin/python" ]; then
+if [ ! -x "$PY" ]; then
     "$PYTHON" -m venv "$VENV"
 fi
-PY="$VENV/bin/python"
-PIP=("$PY" -m pip install --quiet)
 "$PY" -c 'import sys; assert sys.version_info >= (3, 9), sys.version' \
     || die "Python >= 3.9 is required (got $("$PY" --version))"
 done_step
@@ -195,59 +305,53 @@ print(":".join(sorted(glob.glob(os.path.join(site, "nvidia", "*", "include")))))
 
 step "2/6 torch 2.13.0 ($DEVICE build) and build tools"
 if ! torch_ok; then
-    extra=()
-    if [ -n "${TORCH_INDEX_URL:-}" ]; then extra=(--extra-index-url "$TORCH_INDEX_URL"); fi
     if [ "$DEVICE" = cuda ] && have torch 2.13.0; then
         "$PY" -m pip uninstall --quiet -y torch   # the CPU build, which pip would keep
     fi
-    "${PIP[@]}" "${extra[@]}" torch==2.13.0
+    "${TORCH_PIP[@]}"
     if [ "$DEVICE" = cuda ] && ! torch_ok; then
         die "pip installed torch $("$PY" -c 'import torch; print(torch.__version__)') without CUDA \
-(a local wheel folder or index holding 2.13.0+cpu wins: pip prefers it to 2.13.0). Point \
-TORCH_INDEX_URL at a CUDA wheel index, or install from PyPI (whose torch==2.13.0 is the CUDA 13.0 \
-build), or set NAT_MM_DEVICE=cpu; see README, GPU machines"
+(an index or wheel folder holding 2.13.0+cpu won). Point TORCH_INDEX_URL at a CUDA wheel index, \
+leave TORCH_PIP_ISOLATED at 1, or set NAT_MM_DEVICE=cpu; see docs/gpu.md"
     fi
 fi
-"${PIP[@]}" "setuptools>=77,<82" wheel ninja psutil
+"${TOOLS_PIP[@]}"
 done_step
 
-mmcv_build="compiled ops (first build ~12 min on 2 cores, then cached)"
 if [ "$DEVICE" = cuda ]; then
-    CUDA_HOME=$(find_cuda_home)
     torch_cuda=$("$PY" -c 'import torch; print(torch.version.cuda)')
-    [ -n "$CUDA_HOME" ] || die "no CUDA toolkit (nvcc and headers) found: install the CUDA \
-$torch_cuda toolkit, matching torch $("$PY" -c 'import torch; print(torch.__version__)'), or set CUDA_HOME"
-    nvcc_cuda=$(nvcc_version "$CUDA_HOME")
-    [ "${nvcc_cuda%%.*}" = "${torch_cuda%%.*}" ] || die "nvcc $nvcc_cuda ($CUDA_HOME) and torch's \
-CUDA $torch_cuda differ in major version; mmcv's CUDA ops need a CUDA ${torch_cuda%%.*}.x toolkit (set CUDA_HOME)"
-    export CUDA_HOME FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-$(gpu_arch_list)}
-    # torch's CUDA headers include cusparse.h, cublas_v2.h, ...: a toolkit with only nvcc and
-    # cudart lacks them, and torch's nvidia-* wheels ship them
+    [ "${torch_cuda%%.*}" = "${NVCC_CUDA%%.*}" ] || die "torch came with CUDA $torch_cuda, nvcc \
+is $NVCC_CUDA ($CUDA_HOME): install a CUDA ${torch_cuda%%.*}.x toolkit and set CUDA_HOME"
     CPATH=$(nvidia_wheel_includes)${CPATH:+:$CPATH}
     export CPATH
-    mmcv_build="compiled CPU and CUDA ops for sm $TORCH_CUDA_ARCH_LIST with nvcc $nvcc_cuda \
-($CUDA_HOME); first build an hour or more on 2 cores (58 CUDA files per arch), then cached"
 fi
 
 step "3/6 mmcv 2.1.0 with $mmcv_build"
 if ! mmcv_ok; then
-    # Without --no-build-isolation the build env has no torch and mmcv
-    # silently comes out without its ops.
-    MAX_JOBS=${MAX_JOBS:-$(nproc)} "${PIP[@]}" --no-build-isolation mmcv==2.1.0
-    mmcv_ok || {
-        echo "[setup] mmcv came from a cached wheel without ops; rebuilding" >&2
-        MAX_JOBS=${MAX_JOBS:-$(nproc)} "${PIP[@]}" --no-build-isolation --no-cache-dir \
-            --force-reinstall --no-deps mmcv==2.1.0
-    }
+    if [ "$DEVICE" = cuda ]; then
+        if ! ls "$WHEEL_DIR"/mmcv-2.1.0-*.whl >/dev/null 2>&1; then
+            env "${MMCV_ENV[@]}" "${MMCV_BUILD[@]}"
+        fi
+        "${PIP[@]}" --no-deps --force-reinstall "$WHEEL_DIR"/mmcv-2.1.0-*.whl
+        mmcv_ok || die "the mmcv wheel in $WHEEL_DIR has no CUDA ops; delete it and run again"
+        "${PIP[@]}" mmcv==2.1.0   # its pure-Python dependencies
+    else
+        env "${MMCV_ENV[@]}" "${MMCV_BUILD[@]}"
+        mmcv_ok || {
+            echo "[setup] mmcv came from a cached wheel without ops; rebuilding" >&2
+            env "${MMCV_ENV[@]}" "${PIP[@]}" --no-build-isolation --no-cache-dir \
+                --force-reinstall --no-deps mmcv==2.1.0
+        }
+    fi
 fi
 done_step
 
 step "4/6 mmengine, mmdet, mmsegmentation, pycocotools"
-"${PIP[@]}" mmengine==0.10.7 mmdet==3.3.0 mmsegmentation==1.2.2 ftfy regex pycocotools
+"${STACK_PIP[@]}"
 done_step
 
 step "5/6 nat_mm (editable, with test extras)"
-"${PIP[@]}" --no-build-isolation -e ".[tests]"
+"${NAT_MM_PIP[@]}"
 done_step
 
 step "6/6 verify the stack"
