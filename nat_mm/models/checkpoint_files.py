@@ -20,20 +20,13 @@ import json
 import os.path as osp
 from collections import namedtuple
 
+from .presets import HOW_TO_GET_CHECKPOINTS, checkpoint_for_file
+
 #: Weight files of a Transformers (Hub) snapshot, in the order they are looked for.
 HUB_WEIGHT_FILES = ('model.safetensors', 'pytorch_model.bin')
 #: The settings file of a Transformers (Hub) snapshot.
 HUB_CONFIG_FILE = 'config.json'
 DOWNLOAD_TOOL = 'tools/misc/download_checkpoints.py'
-HOW_TO_GET_CHECKPOINTS = (
-    'Download the published classification checkpoints (nat_{mini,tiny,small,base}.pth, '
-    'dinat_{mini,tiny,small,base}_in1k_224.pth, dinat_large_in22k_224.pth) with '
-    f'"python {DOWNLOAD_TOOL} NAME" (--list shows the names, addresses and the configs that '
-    'use each file) or by hand from the official Neighborhood Attention Transformer project '
-    '(SHI-Labs/Neighborhood-Attention-Transformer, classification checkpoints), and put them '
-    'under checkpoints/; a Hugging Face Hub snapshot folder of shi-labs/nat-* or '
-    'shi-labs/dinat-* loads too. Or train from scratch with '
-    '--cfg-options model.backbone.init_cfg=None')
 _DOWNLOAD_AGAIN = (f'Download it again (python {DOWNLOAD_TOOL} NAME resumes and checks the size) '
                    'or point init_cfg at an intact copy')
 
@@ -136,6 +129,35 @@ def _read_config(path):
     return config
 
 
+def _hub_weights_file(path):
+    """The weights file a local checkpoint path stands for (a folder's Hub weights file)."""
+    local = osp.expanduser(str(path))
+    if not osp.isdir(local):
+        return local
+    for name in HUB_WEIGHT_FILES:
+        if osp.isfile(osp.join(local, name)):
+            return osp.join(local, name)
+    raise CheckpointError(
+        f'checkpoint folder {str(path)!r} has neither {" nor ".join(HUB_WEIGHT_FILES)}: give a '
+        'Hugging Face Hub snapshot folder (config.json + model.safetensors or pytorch_model.bin) '
+        f'or a checkpoint file. {HOW_TO_GET_CHECKPOINTS}.')
+
+
+def read_hub_config(path):
+    """The Transformers ``config.json`` that goes with a checkpoint path, or None.
+
+    A Hub snapshot folder's, or the one beside a file named ``model.safetensors``
+    or ``pytorch_model.bin``.
+    """
+    if '://' in str(path):
+        return None
+    local = _hub_weights_file(path)
+    config_path = osp.join(osp.dirname(local), HUB_CONFIG_FILE)
+    if osp.basename(local) in HUB_WEIGHT_FILES and osp.isfile(config_path):
+        return _read_config(config_path)
+    return None
+
+
 def read_checkpoint(path, map_location='cpu'):
     """Load a checkpoint file, a Hub snapshot folder or a URL.
 
@@ -159,22 +181,14 @@ def read_checkpoint(path, map_location='cpu'):
         from mmengine.runner import CheckpointLoader
         return CheckpointFile(path, None, CheckpointLoader.load_checkpoint(
             path, map_location=map_location))
-    local = osp.expanduser(path)
-    if osp.isdir(local):
-        weights = [osp.join(local, name) for name in HUB_WEIGHT_FILES
-                   if osp.isfile(osp.join(local, name))]
-        if not weights:
-            raise CheckpointError(
-                f'checkpoint folder {path!r} has neither {" nor ".join(HUB_WEIGHT_FILES)}: give '
-                'a Hugging Face Hub snapshot folder (config.json + model.safetensors or '
-                f'pytorch_model.bin) or a checkpoint file. {HOW_TO_GET_CHECKPOINTS}.')
-        local = weights[0]
-    elif not osp.isfile(local):
+    local = _hub_weights_file(path)
+    if not osp.isfile(local):
+        name, entry = checkpoint_for_file(osp.basename(local))
+        this_one = (f'It is the published checkpoint {name!r}: "python {DOWNLOAD_TOOL} {name}" '
+                    f'fetches it (official address {entry["url"]}). ' if name else '')
         raise CheckpointNotFoundError(
-            f'NAT pretrained checkpoint {path!r} not found. {HOW_TO_GET_CHECKPOINTS}.')
-    config_path = osp.join(osp.dirname(local), HUB_CONFIG_FILE)
-    config = (_read_config(config_path)
-              if osp.basename(local) in HUB_WEIGHT_FILES and osp.isfile(config_path) else None)
+            f'NAT pretrained checkpoint {path!r} not found. {this_one}{HOW_TO_GET_CHECKPOINTS}.')
+    config = read_hub_config(local)
     kind = sniff_format(local)
     if kind == 'empty':
         raise CheckpointError(

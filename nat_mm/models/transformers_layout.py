@@ -199,6 +199,33 @@ CONFIG_KEYS = {
 FIXED_CONFIG_VALUES = {'patch_size': 4, 'layer_norm_eps': 1e-5, 'hidden_act': 'gelu'}
 
 
+def nat_arguments(config):
+    """The ``NAT`` arguments that build the model a Transformers ``config.json`` describes.
+
+    Args:
+        config: the parsed config.json of a NAT / DiNAT model.
+
+    Returns:
+        dict for ``NAT(**arguments)``: arch (a dict), kernel_size, dilations
+        (None for NAT), layer_scale (False when off), in_channels, qkv_bias.
+    """
+    missing = [key for key in ('embed_dim', 'depths', 'num_heads', 'mlp_ratio', 'kernel_size')
+               if key not in config]
+    if missing:
+        raise CheckpointError(
+            f'config.json lacks {", ".join(missing)}: it is not the config of a Transformers '
+            'NAT / DiNAT model (restore it from the Hub repository)')
+    return dict(
+        arch=dict(embed_dim=int(config['embed_dim']), depths=list(config['depths']),
+                  num_heads=list(config['num_heads']), mlp_ratio=float(config['mlp_ratio'])),
+        kernel_size=int(config['kernel_size']),
+        dilations=[list(stage) for stage in config['dilations']] if 'dilations' in config
+        else None,
+        layer_scale=float(config.get('layer_scale_init_value', 0.)) or False,
+        in_channels=int(config.get('num_channels', 3)),
+        qkv_bias=bool(config.get('qkv_bias', True)))
+
+
 def _is_dilated(dilations):
     return any(d != 1 for stage in dilations for d in stage)
 
@@ -253,10 +280,11 @@ def check_config(config, model, source):
             'arguments in the backbone config (model.backbone), or use the checkpoint of the '
             "model's variant.")
     notes = []
-    if 'dilations' in config and _is_dilated(config['dilations']) != _is_dilated(ours['dilations']):
+    trained = config.get('dilations') or [[1]]
+    if _is_dilated(trained) != _is_dilated(ours['dilations']):
         notes.append(
-            f'NAT: {source} was trained {"with" if _is_dilated(config["dilations"]) else "without"}'
-            f' dilations (config.json dilations={config["dilations"]}), the model has '
+            f'NAT: {source} was trained {"with" if _is_dilated(trained) else "without"} '
+            f'dilations (config.json dilations={config.get("dilations")}), the model has '
             f'dilations={ours["dilations"]} (set the NAT argument dilations to change them; '
             'dilations add no parameters, the weights load either way)')
     return notes

@@ -17,11 +17,19 @@ The ImageNet-22k DiNAT-L files (``dinat_large_in22k_224.pth``, 21841-class head,
 and its 22k->1k fine-tuned sibling, 1000 classes) load like the others: the
 head is dropped whatever its number of classes.
 
-:func:`load_pretrained` (used by ``NAT.init_weights`` for
-``init_cfg=dict(type='Pretrained', checkpoint=...)``) validates the result
-against the model and refuses partial loads.
+Hugging Face Hub copies in Transformers' layout (a snapshot folder with
+``config.json`` + ``model.safetensors`` / ``pytorch_model.bin``, or one of those
+files) are recognised by their keys and renamed
+(:mod:`nat_mm.models.transformers_layout`); their ``config.json`` is checked
+against the model.
+
+:func:`prepare_state_dict` reads a checkpoint (:mod:`nat_mm.models.checkpoint_files`),
+converts it and checks it against the model; :func:`load_pretrained` (used by
+``NAT.init_weights`` for ``init_cfg=dict(type='Pretrained', checkpoint=...)``)
+loads the result. Both refuse partial loads; every problem is a
+:class:`~nat_mm.models.checkpoint_files.CheckpointError` naming the file, what is
+wrong and what to do.
 """
-import os.path as osp
 import re
 from collections import Counter
 
@@ -29,7 +37,10 @@ import torch
 import torch.nn.functional as F
 from mmengine.logging import print_log
 
-from .presets import ARCH_SETTINGS, HOW_TO_GET_CHECKPOINTS
+from .checkpoint_files import CheckpointError, check_nat_weights, read_checkpoint
+from .presets import ARCH_SETTINGS
+from .transformers_layout import (check_config, from_transformers_layout, is_transformers_layout,
+                                  to_transformers_names)
 
 #: Keys of the classifier that the backbone does not have.
 CLASSIFICATION_ONLY_PREFIXES = ('head.', 'norm.')
@@ -116,7 +127,8 @@ def convert_checkpoint(checkpoint, model, prefix=None):
 
     Returns:
         (state_dict, dropped): the backbone state dict and the keys left out
-        (classification head/norm, non-backbone modules).
+        (classification head/norm, non-backbone modules). A checkpoint in
+        Transformers' layout comes out in nat_mm's names.
     """
     state_dict = unwrap_state_dict(checkpoint)
     dropped = []
@@ -126,6 +138,9 @@ def convert_checkpoint(checkpoint, model, prefix=None):
                       if key.startswith(prefix)}
     state_dict, not_backbone = strip_prefixes(state_dict)
     dropped += not_backbone
+    if is_transformers_layout(state_dict):
+        state_dict, classifier = from_transformers_layout(state_dict)
+        dropped += classifier
     dropped += [key for key in state_dict if key.startswith(CLASSIFICATION_ONLY_PREFIXES)]
     state_dict = {key: value for key, value in state_dict.items()
                   if not key.startswith(CLASSIFICATION_ONLY_PREFIXES)}
@@ -162,7 +177,7 @@ def _resize_rpb_tables(state_dict, model_state):
         if value.dim() and value.shape[0] != target.shape[0]:
             continue
         if value.dim() != 3 or value.shape[1] != value.shape[2] or value.shape[1] % 2 == 0:
-            raise ValueError(
+            raise CheckpointError(
                 f'checkpoint tensor {key} has shape {tuple(value.shape)}: it cannot be resized '
                 f"to the model's {tuple(target.shape)} (kernel {(target.shape[-1] + 1) // 2}), "
                 'because a relative position bias table must be (heads, 2K-1, 2K-1) with an odd '
@@ -196,17 +211,24 @@ def summarize_keys(keys, limit=6):
     return ', '.join(parts)
 
 
-def check_state_dict(state_dict, model, source, strict=True):
+def check_state_dict(state_dict, model, source, strict=True, transformers_layout=False):
     """Compare a converted state dict with ``model``; raise on anything that would load partially.
 
-    Shape mismatches always raise. With ``strict``, keys the model has but
-    the checkpoint lacks (other than the output norms ``norm{i}``) and keys
-    the model does not have also raise.
+    A checkpoint of another model, a NAT without rpb and non-float tensors
+    raise (:func:`~nat_mm.models.checkpoint_files.check_nat_weights`), and
+    shape mismatches. With ``strict``, keys the model has but the checkpoint
+    lacks (other than the output norms ``norm{i}``) and keys the model does not
+    have also raise; with ``transformers_layout`` the message gives the
+    missing tensors' Transformers names too.
 
     Returns:
         (missing, unexpected) key lists.
+
+    Raises:
+        CheckpointError: naming the file (``source``), the problem and the fix.
     """
     model_state = model.state_dict()
+    check_nat_weights(state_dict, model_state, source)
     _check_width(state_dict, model_state, source)
     mismatched = [(key, tuple(value.shape), tuple(model_state[key].shape))
                   for key, value in state_dict.items()
@@ -216,18 +238,21 @@ def check_state_dict(state_dict, model, source, strict=True):
     if mismatched:
         details = '; '.join(f'{key}: checkpoint {ckpt} vs model {ours}'
                             for key, ckpt, ours in mismatched[:5])
-        raise ValueError(
+        raise CheckpointError(
             f'{source}: {len(mismatched)} tensors have shapes that do not fit the model, first '
             f'{details}. {arch_hint}')
     missing = [key for key in model_state if key not in state_dict]
     unexpected = [key for key in state_dict if key not in model_state]
     missing_layers = [key for key in missing if not OUTPUT_NORM_KEY.match(key)]
     if strict and (missing_layers or unexpected):
-        raise ValueError(
+        hub_names = (f"; in Transformers' names: "
+                     f"{', '.join(to_transformers_names(missing_layers)[:6])}"
+                     if transformers_layout and missing_layers else '')
+        raise CheckpointError(
             f'{source} does not match the model: it lacks {len(missing_layers)} tensors '
-            f'({summarize_keys(missing_layers)}) and has {len(unexpected)} unknown tensors '
-            f'({summarize_keys(unexpected)}). {arch_hint} (Pass strict=False in the Pretrained '
-            'init_cfg to load the matching part anyway.)')
+            f'({summarize_keys(missing_layers)}{hub_names}) and has {len(unexpected)} unknown '
+            f'tensors ({summarize_keys(unexpected)}). {arch_hint} (Pass strict=False in the '
+            'Pretrained init_cfg to load the matching part anyway.)')
     return missing, unexpected
 
 
@@ -242,7 +267,7 @@ def _check_width(state_dict, model_state, source):
              if settings['embed_dim'] == ckpt_width]
     hint = (f"arch {' or '.join(repr(a) for a in archs)} has that width" if archs
             else 'no published arch has that width')
-    raise ValueError(
+    raise CheckpointError(
         f'{source} is for another width: its embed_dim is {ckpt_width} ({WIDTH_KEY} '
         f'{tuple(state_dict[WIDTH_KEY].shape)}), the model\'s is {model_width}. Use the '
         f'checkpoint of the model\'s variant, or build the model for this checkpoint ({hint}).')
@@ -256,35 +281,56 @@ def _describe_arch(model):
             f"num_heads={list(settings['num_heads'])}, layer_scale={settings['layer_scale']}")
 
 
-def load_checkpoint_file(filename, map_location='cpu'):
-    """Load a checkpoint with MMEngine; a missing local file gets an explanatory error."""
-    is_local = '://' not in filename
-    if is_local and not osp.isfile(osp.expanduser(filename)):
-        raise FileNotFoundError(
-            f'NAT pretrained checkpoint {filename!r} not found. {HOW_TO_GET_CHECKPOINTS}.')
-    # Imported here: mmengine.runner imports OpenCV, which the backbone needs nowhere else.
-    from mmengine.runner import CheckpointLoader
-    return CheckpointLoader.load_checkpoint(filename, map_location=map_location)
-
-
-def load_pretrained(model, checkpoint, prefix=None, map_location='cpu', strict=True):
-    """Load an official or converted NAT checkpoint into ``model`` and log a summary.
+def prepare_state_dict(checkpoint, model, prefix=None, map_location='cpu', strict=True):
+    """Read, convert and check a checkpoint for ``model`` without loading it.
 
     Args:
+        checkpoint: path of a checkpoint file or Hub snapshot folder, or a URL
+            (see :func:`~nat_mm.models.checkpoint_files.read_checkpoint`).
         model: the NAT backbone.
-        checkpoint: path or URL of the checkpoint file.
         prefix: keep only the keys under this prefix (e.g. 'backbone.').
         map_location: passed to the loader.
         strict: refuse checkpoints whose layers do not match the model
-            one-to-one (the output norms ``norm{i}`` may be missing).
+            one-to-one (the output norms ``norm{i}`` may be missing), and a
+            Transformers ``config.json`` that disagrees with the model.
 
     Returns:
-        (loaded, missing, unexpected): key lists.
+        (state_dict, dropped, missing, unexpected): the backbone state dict
+        in nat_mm's names and the key lists.
+
+    Raises:
+        CheckpointError: naming the file, what is wrong and what to do.
     """
-    raw = load_checkpoint_file(checkpoint, map_location=map_location)
-    state_dict, dropped = convert_checkpoint(raw, model, prefix=prefix)
-    missing, unexpected = check_state_dict(state_dict, model, source=f'checkpoint {checkpoint!r}',
-                                           strict=strict)
+    file = read_checkpoint(checkpoint, map_location=map_location)
+    source = f'checkpoint {file.path!r}'
+    notes = check_config(file.config, model, source) if file.config is not None and strict else []
+    raw_state = unwrap_state_dict(file.checkpoint)
+    state_dict, dropped = convert_checkpoint(raw_state, model, prefix=prefix)
+    missing, unexpected = check_state_dict(
+        state_dict, model, source=source, strict=strict,
+        transformers_layout=is_transformers_layout(raw_state))
+    for note in notes:
+        print_log(note, logger='current')
+    return state_dict, dropped, missing, unexpected
+
+
+def load_pretrained(model, checkpoint, prefix=None, map_location='cpu', strict=True):
+    """Load an official, converted or Hub (Transformers-layout) checkpoint into ``model``.
+
+    Args:
+        model: the NAT backbone.
+        checkpoint: path of a checkpoint file or Hub snapshot folder, or a URL.
+        prefix, map_location, strict: see :func:`prepare_state_dict`.
+
+    Returns:
+        (loaded, missing, unexpected): key lists. A summary is logged.
+
+    Raises:
+        CheckpointError: naming the file, what is wrong and what to do (the
+            model is left unchanged).
+    """
+    state_dict, dropped, missing, unexpected = prepare_state_dict(
+        checkpoint, model, prefix=prefix, map_location=map_location, strict=strict)
     loadable = {key: value for key, value in state_dict.items() if key not in unexpected}
     model.load_state_dict(loadable, strict=False)
     print_log(

@@ -20,6 +20,9 @@ PUBLISHED = {
                   [1, 2, 1, 3, 1, 4, 1, 5, 1, 2, 1, 3, 1, 4, 1, 5, 1, 5], [1, 2, 1, 2, 1]],
     'm2f': [[1, 14, 1], [1, 4, 1, 7], [1, 2, 1, 3, 1, 2, 1, 3, 1, 2, 1, 3, 1, 2, 1, 3, 1, 3],
             [1, 1, 1, 1, 1]],
+    # official classification/dinat.py, dinat_large_384 (the 384x384 kernel-7 DiNAT-L)
+    '384': [[1, 13, 1], [1, 6, 1, 6], [1, 3, 1, 3, 1, 3, 1, 3, 1, 3, 1, 3, 1, 3, 1, 3, 1, 3],
+            [1, 1, 1, 1, 1]],
 }
 #: Stage 3 of the published DiNAT-Mini lists.
 PUBLISHED_MINI_STAGE3 = {'224': [1, 2, 1, 2, 1, 2], 'det': [1, 3, 1, 5, 1, 7],
@@ -32,7 +35,7 @@ def test_presets_are_the_published_lists(name):
     assert presets.resolve_dilations(name, (3, 4, 18, 5)) == PUBLISHED[name]
     constant = {'224': presets.DILATIONS_224, 'det': presets.DILATIONS_DET,
                 'seg': presets.DILATIONS_SEG, 'seg_large': presets.DILATIONS_SEG_LARGE,
-                'm2f': presets.DILATIONS_M2F}[name]
+                'm2f': presets.DILATIONS_M2F, '384': presets.DILATIONS_384}[name]
     assert constant == PUBLISHED[name]
 
 
@@ -68,7 +71,7 @@ def test_non_names_pass_through_unchanged():
 
 def test_unknown_preset_lists_the_valid_ones():
     with pytest.raises(ValueError, match=r"unknown dilation preset 'coco'; valid presets are "
-                                         r"\['224', 'det', 'm2f', 'seg', 'seg_large'\]"):
+                                         r"\['224', '384', 'det', 'm2f', 'seg', 'seg_large'\]"):
         NAT(arch='tiny', dilations='coco')
 
 
