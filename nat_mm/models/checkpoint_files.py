@@ -27,8 +27,17 @@ HUB_WEIGHT_FILES = ('model.safetensors', 'pytorch_model.bin')
 #: The settings file of a Transformers (Hub) snapshot.
 HUB_CONFIG_FILE = 'config.json'
 DOWNLOAD_TOOL = 'tools/misc/download_checkpoints.py'
-_DOWNLOAD_AGAIN = (f'Download it again (python {DOWNLOAD_TOOL} NAME resumes and checks the size) '
-                   'or point init_cfg at an intact copy')
+
+
+def _what_to_do(path):
+    """How to replace a damaged file: its download command when it is a published one."""
+    name, entry = checkpoint_for_file(osp.basename(path))
+    if name:
+        return (f'Download it again: "python {DOWNLOAD_TOOL} {name} --force" (checks the size; or '
+                f'by hand from {entry["url"]})')
+    return (f'Download it again, or point init_cfg at an intact copy ("python {DOWNLOAD_TOOL} '
+            '--list" lists the published checkpoints)')
+
 
 #: (weights file, config.json as a dict or None, the object loaded from the weights file).
 CheckpointFile = namedtuple('CheckpointFile', ['path', 'config', 'checkpoint'])
@@ -55,6 +64,7 @@ _OTHER_FILE_SIGNATURES = (
     (b'<!DOCTYPE', 'an HTML page (a download that returned an error page?)'),
     (b'<html', 'an HTML page (a download that returned an error page?)'),
     (b'{', 'a JSON file'),
+    (b'version https://git-lfs', 'a Git LFS pointer (fetch the file itself: git lfs pull)'),
 )
 
 
@@ -66,7 +76,7 @@ def sniff_format(path):
         or a description of another kind of file ('a PNG image', 'text', ...).
     """
     with open(path, 'rb') as file:
-        head = file.read(16)
+        head = file.read(32)
     if not head:
         return 'empty'
     if head.startswith(b'PK\x03\x04') or (head[0] == 0x80 and len(head) > 1 and 2 <= head[1] <= 5):
@@ -96,7 +106,7 @@ def _load_safetensors(path):
     except Exception as exc:  # safetensors raises its own SafetensorError and OSError
         raise CheckpointError(
             f'checkpoint {path!r} is a damaged or incomplete safetensors file '
-            f'({osp.getsize(path)} bytes; {_first_line(exc)}). {_DOWNLOAD_AGAIN}.') from exc
+            f'({osp.getsize(path)} bytes; {_first_line(exc)}). {_what_to_do(path)}.') from exc
 
 
 def _load_torch(path, map_location):
@@ -112,7 +122,7 @@ def _load_torch(path, map_location):
                 "state dict alone (torch.save(model.state_dict(), ...))") from exc
         raise CheckpointError(
             f'checkpoint {path!r} is damaged or incomplete: torch.load cannot read its '
-            f'{osp.getsize(path)} bytes ({_first_line(exc)}). {_DOWNLOAD_AGAIN}.') from exc
+            f'{osp.getsize(path)} bytes ({_first_line(exc)}). {_what_to_do(path)}.') from exc
 
 
 def _read_config(path):
@@ -193,15 +203,14 @@ def read_checkpoint(path, map_location='cpu'):
     if kind == 'empty':
         raise CheckpointError(
             f'checkpoint {local!r} is empty (0 bytes): a download or copy that did not '
-            f'finish. {_DOWNLOAD_AGAIN}.')
+            f'finish. {_what_to_do(local)}.')
     if kind == 'safetensors':
         return CheckpointFile(local, config, _load_safetensors(local))
     if kind == 'torch':
         return CheckpointFile(local, config, _load_torch(local, map_location))
     raise CheckpointError(
         f'checkpoint {local!r} is not a checkpoint: it is {kind} ({osp.getsize(local)} bytes), '
-        'not a PyTorch (.pth, .bin) or safetensors file. Point init_cfg at the weights file, '
-        f'or download it: {HOW_TO_GET_CHECKPOINTS}.')
+        f'not a PyTorch (.pth, .bin) or safetensors file. {_what_to_do(local)}.')
 
 
 #: Parameter names that give away other well-known models.
