@@ -3,9 +3,11 @@
 - :data:`ARCH_SETTINGS`: ``NAT(arch=name)``, the published widths, depths,
   heads, MLP ratios, layer scale and drop path.
 - :data:`DILATION_PRESETS` and :func:`resolve_dilations`: ``NAT(dilations=name)``.
-- :data:`PUBLISHED_CHECKPOINTS`: the ImageNet classification weights the
-  configs load, and :data:`HOW_TO_GET_CHECKPOINTS`, the instructions a missing
-  file's error gives.
+- :data:`PUBLISHED_CHECKPOINTS`: every published ImageNet classification
+  checkpoint (file, model, kernel, dilations, resolution, data, official address,
+  Hugging Face Hub copy, the configs that load it), :func:`weights_table_markdown`
+  (the README's table of them) and :data:`HOW_TO_GET_CHECKPOINTS`, the
+  instructions a missing file's error gives.
 
 Plain data and one resolver; nothing here imports the rest of nat_mm.
 

@@ -7,22 +7,20 @@ or ``pytorch_model.bin``, with Transformers' parameter names. The tensors are th
 official ones, renamed (and q, k, v split), so they map one-to-one onto nat_mm's
 parameters:
 
-==========================================================  ==========================================
-Transformers (after an optional ``nat.`` / ``dinat.``)      nat_mm
-==========================================================  ==========================================
-``embeddings.patch_embeddings.projection.{0,1}.*``          ``patch_embed.proj.{0,1}.*``
-``embeddings.norm.*``                                       ``patch_embed.norm.*``
-``encoder.levels.{i}.layers.{j}.layernorm_before.*``        ``levels.{i}.blocks.{j}.norm1.*``
-``...attention.self.{query,key,value}.*`` (C, C) each       ``...attn.qkv.*`` (3C, C): q, k, v stacked
-``...attention.self.rpb``                                   ``...attn.rpb``
-``...attention.output.dense.*``                             ``...attn.proj.*``
-``...layernorm_after.*``                                    ``...norm2.*``
-``...intermediate.dense.*`` / ``...output.dense.*``         ``...mlp.fc1.*`` / ``...mlp.fc2.*``
-``...layer_scale_parameters`` (2, C)                        ``...gamma1`` (row 0), ``...gamma2`` (row 1)
-``encoder.levels.{i}.downsample.{reduction,norm}.*``        ``levels.{i}.downsample.{reduction,norm}.*``
-``hidden_states_norms.stage{k}.*`` (a backbone's)           ``norm{k-1}.*``
-``layernorm.*``, ``classifier.*`` (the classifier's)        dropped
-==========================================================  ==========================================
+Transformers (after an optional ``nat.`` / ``dinat.``) -> nat_mm:
+
+- ``embeddings.patch_embeddings.projection.{0,1}.*`` -> ``patch_embed.proj.{0,1}.*``;
+  ``embeddings.norm.*`` -> ``patch_embed.norm.*``
+- ``encoder.levels.{i}.layers.{j}.`` -> ``levels.{i}.blocks.{j}.``, and in it:
+  ``layernorm_before`` -> ``norm1``; ``attention.self.{query,key,value}.*`` ((C, C) and
+  (C,) each) -> ``attn.qkv.*`` ((3C, C), (3C,): q, k, v stacked);
+  ``attention.self.rpb`` -> ``attn.rpb``; ``attention.output.dense`` -> ``attn.proj``;
+  ``layernorm_after`` -> ``norm2``; ``intermediate.dense`` -> ``mlp.fc1``;
+  ``output.dense`` -> ``mlp.fc2``; ``layer_scale_parameters`` (2, C) -> ``gamma1`` (row 0)
+  and ``gamma2`` (row 1)
+- ``encoder.levels.{i}.downsample.{reduction,norm}.*`` -> ``levels.{i}.downsample.*``
+- ``hidden_states_norms.stage{k}.*`` (a backbone checkpoint's) -> ``norm{k-1}.*``
+- ``layernorm.*``, ``classifier.*`` (the classifier's final norm and head): dropped
 
 :func:`check_config` compares the ``config.json`` saved with the weights with the
 model being built.

@@ -99,7 +99,8 @@ def test_download_shows_progress_checks_size_and_uses_the_configs_name(tool, ser
     assert sorted(p.name for p in tmp_path.iterdir()) == ['nat_mini.pth']
     progress = re.findall(r'nat_mini\.pth: ([\d.]+) / 3\.2 MB \((\d+)%\)', out)
     assert len(progress) >= 3 and progress[-1] == ('3.2', '100')
-    assert f'nat_mini: {target} ({len(payload)} bytes, size checked) from {url}{NAT_MINI_PATH}' in out
+    assert (f'nat_mini: {target} ({len(payload)} bytes, size checked) from '
+            f'{url}{NAT_MINI_PATH}') in out
     assert httpd.requests == [(NAT_MINI_PATH, None)]
 
 
@@ -215,7 +216,8 @@ def test_hub_copy_is_checked_converted_and_gives_the_golden_numbers(tool, tmp_pa
     assert sorted(p.name for p in target.parent.iterdir()) == [target.name]
     saved = torch.load(target, weights_only=True)
     assert len(saved['state_dict']) == count
-    assert saved['meta']['source'] == f'https://huggingface.co/test-org/{folder} (model.safetensors)'
+    assert saved['meta']['source'] == \
+        f'https://huggingface.co/test-org/{folder} (model.safetensors)'
     assert not any(key.startswith(('encoder.', 'embeddings.')) for key in saved['state_dict'])
     data = torch.load(HF_DATA / folder / 'golden.pt', weights_only=True)
     arguments = nat_arguments(json.loads((HF_DATA / folder / 'config.json').read_text()))

@@ -244,7 +244,8 @@ def fetch(name, entry, dest, args):
     """Fetch one entry into ``dest``; returns a line to print. Raises DownloadError."""
     path = osp.join(dest, entry['file'])
     if osp.isfile(path) and not args.force:
-        return f'{name}: {path} is already there ({osp.getsize(path)} bytes; --force to fetch again)'
+        return (f'{name}: {path} is already there ({osp.getsize(path)} bytes; --force to fetch '
+                'again)')
     failures = []
     if args.source in ('auto', 'official'):
         url = official_url(entry, args.mirror)
