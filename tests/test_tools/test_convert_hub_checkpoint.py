@@ -10,7 +10,7 @@ from nat_mm import NAT
 from nat_mm.models.transformers_layout import from_transformers_layout, nat_arguments
 
 HF_DATA = Path(__file__).resolve().parents[1] / 'data' / 'hf'
-CONVERTER = 'convert_checkpoint'
+CONVERTER = 'model_converters/nat2mm'
 
 
 @pytest.mark.parametrize('folder', ['dinat_k7', 'dinat_k11'])

@@ -236,7 +236,8 @@ def by_hand(name, entry, path):
     if entry.get('hub_repo'):
         text += (f'; or download the Hub folder https://huggingface.co/{entry["hub_repo"]} '
                  f'(config.json and {entry["hub_file"]}) and load the folder itself with '
-                 "init_cfg=dict(type='Pretrained', checkpoint=FOLDER)")
+                 "init_cfg=dict(type='Pretrained', checkpoint=FOLDER), or convert it with "
+                 f'"python tools/model_converters/nat2mm.py FOLDER {path}"')
     return f'{name}: {text}'
 
 

@@ -1,14 +1,14 @@
 """Convert an official or Hugging Face Hub NAT / DiNAT checkpoint into a backbone checkpoint.
 
 Usage:
-    python tools/convert_checkpoint.py checkpoints/nat_tiny.pth checkpoints/nat_tiny_backbone.pth \
-        --arch tiny
+    python tools/model_converters/nat2mm.py checkpoints/nat_tiny.pth \
+        checkpoints/nat_tiny_backbone.pth --arch tiny
     # the ImageNet-22k DiNAT-L weights (kernel 7) for the kernel-11 Mask2Former backbone
-    python tools/convert_checkpoint.py checkpoints/dinat_large_in22k_224.pth \
+    python tools/model_converters/nat2mm.py checkpoints/dinat_large_in22k_224.pth \
         checkpoints/dinat_large_k11_backbone.pth --arch large --kernel-size 11
     # a Hub snapshot (Transformers' layout) to the official layout; the model is built
     # from its config.json when --arch is not given
-    python tools/convert_checkpoint.py path/to/dinat-large-11x11-in22k-in1k-384 \
+    python tools/model_converters/nat2mm.py path/to/dinat-large-11x11-in22k-in1k-384 \
         checkpoints/dinat_large_in22k_in1k_384_11x11.pth
 
 SRC may be a published classification checkpoint (raw state dict, or wrapped in
@@ -64,7 +64,7 @@ def main(argv=None):
         model = NAT(**arguments)
         state_dict, dropped, missing, _ = prepare_state_dict(args.src, model)
     except (CheckpointError, TypeError) as exc:
-        sys.exit(f'convert_checkpoint: error: {exc}')
+        sys.exit(f'nat2mm: error: {exc}')
     arch = args.arch or arguments['arch']
     if osp.dirname(args.dst):
         os.makedirs(osp.dirname(args.dst), exist_ok=True)
