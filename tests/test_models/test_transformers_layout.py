@@ -269,10 +269,21 @@ def to_transformers_layout(state_dict, prefix):
     return {prefix + key: value.contiguous() for key, value in renamed.items()}
 
 
-#: The Mask2Former backbone (configs/_base_/mask2former_dinat_large.py) at a small width:
-#: DiNAT-L's depths, kernel 11, the m2f dilations, no layer scale.
-M2F_NARROW = dict(arch=dict(embed_dim=24, depths=(3, 4, 18, 5), num_heads=(1, 2, 4, 8),
-                            mlp_ratio=2.), kernel_size=11, dilations='m2f', layer_scale=False)
+#: A narrower DiNAT-L (DiNAT-L's depths and mlp ratio, no layer scale): the Mask2Former
+#: backbone config with this arch is the real one but for its widths.
+NARROW_LARGE = dict(embed_dim=24, depths=(3, 4, 18, 5), num_heads=(1, 2, 4, 8), mlp_ratio=2.)
+
+
+def mask2former_backbone(checkpoint):
+    """configs/_base_/mask2former_dinat_large.py's backbone (kernel 11, the m2f dilations) at
+    NARROW_LARGE's widths, loading ``checkpoint``."""
+    from mmengine.config import Config
+    config = Config.fromfile(Path(__file__).resolve().parents[2] / 'configs' / '_base_' /
+                             'mask2former_dinat_large.py').dinat_m2f_backbone.to_dict()
+    assert (config.pop('_delete_'), config.pop('type'), config['arch']) == (True, 'NAT', 'large')
+    assert (config['kernel_size'], config['dilations']) == (11, 'm2f')
+    config.update(arch=NARROW_LARGE, init_cfg=pretrained(checkpoint))
+    return NAT(**config)
 
 
 @pytest.mark.parametrize('kernel_size', [11, 7])
@@ -280,7 +291,7 @@ def test_dinat_large_style_hub_folder_into_the_mask2former_backbone(tmp_path, ke
     """dinat-large-11x11-in22k-in1k-384's form (kernel 11, trained with D224) loads into the
     kernel-11 m2f backbone as it is: no resize, no log line about it; a kernel-7 Hub file
     gets its rpb tables resized, with the one log line."""
-    source = NAT(**dict(M2F_NARROW, kernel_size=kernel_size, dilations='224'))
+    source = NAT(arch=NARROW_LARGE, kernel_size=kernel_size, dilations='224', layer_scale=False)
     source.init_weights()
     hub_state = to_transformers_layout(source.state_dict(), 'dinat.')
     hub_state['classifier.weight'] = torch.zeros(1000, 192)
@@ -290,8 +301,8 @@ def test_dinat_large_style_hub_folder_into_the_mask2former_backbone(tmp_path, ke
                   layer_scale_init_value=0.0, num_channels=3, patch_size=4, qkv_bias=True,
                   hidden_act='gelu', layer_norm_eps=1e-5)
     (tmp_path / 'config.json').write_text(json.dumps(config))
-    model = NAT(**M2F_NARROW, init_cfg=pretrained(tmp_path))
-    assert model.dilations == DILATIONS_M2F
+    model = mask2former_backbone(tmp_path)
+    assert model.dilations == DILATIONS_M2F and model.kernel_size == 11
     records, detach = _log_records()
     try:
         model.init_weights()
