@@ -182,7 +182,9 @@ PUBLISHED_CHECKPOINTS = {
         'DiNAT-L', 'large', f'{_DINAT_URL}imagenet22k/dinat_large_in22k_224_11x11interp.pth',
         kernel_size=11, dilations='224', dataset='ImageNet-22k',
         note='dinat_large_in22k_224 with its rpb tables resized (bicubic) to 21x21 by the '
-             'authors: loads into the Mask2Former backbone without a resize'),
+             'authors: loads into the Mask2Former backbone without a resize (--cfg-options '
+             'model.backbone.init_cfg.checkpoint=checkpoints/'
+             'dinat_large_in22k_224_11x11interp.pth)'),
     'dinat_large_in22k_in1k_224': _checkpoint(
         'DiNAT-L', 'large', f'{_DINAT_URL}imagenet1k/dinat_large_in22k_in1k_224.pth',
         dilations='224', dataset='ImageNet-22k, then ImageNet-1k',
@@ -195,9 +197,10 @@ PUBLISHED_CHECKPOINTS = {
         'DiNAT-L', 'large', f'{_DINAT_URL}imagenet1k/dinat_large_in22k_in1k_384_11x11.pth',
         kernel_size=11, dilations='224', resolution=384, dataset='ImageNet-22k, then ImageNet-1k',
         hub_repo='shi-labs/dinat-large-11x11-in22k-in1k-384', hub_size='805 MB',
-        note='kernel 11: loads into the Mask2Former backbone without a resize (fine-tuned on '
-             'ImageNet-1k at 384, unlike the ImageNet-22k file the official Mask2Former '
-             'configs name)'),
+        note='kernel 11: loads into the Mask2Former backbone without a resize '
+             '(--cfg-options model.backbone.init_cfg.checkpoint=FILE_OR_HUB_FOLDER); fine-tuned '
+             'on ImageNet-1k at 384, unlike the ImageNet-22k file the official Mask2Former '
+             'configs name'),
 }
 
 #: What a missing checkpoint's error says.
