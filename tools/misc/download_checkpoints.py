@@ -220,7 +220,7 @@ def fetch_from_hub(entry, path, cache_dir=None, offline=False):
     model = NAT(arch=entry['arch'], kernel_size=entry['kernel_size'],
                 dilations=entry['dilations'], layer_scale=entry.get('layer_scale'))
     try:
-        state_dict, _, _, _ = prepare_state_dict(osp.dirname(files[0]), model)
+        state_dict, _, _, _ = prepare_state_dict(files[0], model)  # with config.json beside it
     except CheckpointError as exc:
         raise DownloadError(f'Hub {repo}: {exc}') from exc
     meta = dict(arch=entry['arch'], kernel_size=entry['kernel_size'],
