@@ -53,6 +53,8 @@ _LAYER_MODULES = {
     'output.dense': 'mlp.fc2',
 }
 _QKV_ORDER = ('query', 'key', 'value')
+#: nat_mm's module inside a block -> Transformers' module inside a layer.
+_NAT_MODULES = {nat: hub for hub, nat in _LAYER_MODULES.items()}
 
 
 def _strip_model_prefix(key):
@@ -129,7 +131,7 @@ def from_transformers_layout(state_dict):
     return converted, dropped
 
 
-def to_transformers_names(keys, prefix=''):
+def to_transformers_names(keys):
     """Transformers' names of nat_mm state-dict keys (for messages).
 
     ``levels.0.blocks.1.attn.qkv.weight`` ->
@@ -141,7 +143,6 @@ def to_transformers_names(keys, prefix=''):
         match = re.match(r'^levels\.(\d+)\.blocks\.(\d+)\.(.+)$', key)
         if match:
             layer, rest = f'encoder.levels.{match[1]}.layers.{match[2]}', match[3]
-            modules = {nat: hub for hub, nat in _LAYER_MODULES.items()}
             module, _, param = rest.rpartition('.')
             if rest == 'attn.rpb':
                 name = f'{layer}.attention.self.rpb'
@@ -149,8 +150,8 @@ def to_transformers_names(keys, prefix=''):
                 name = f'{layer}.attention.self.{{query,key,value}}.{param}'
             elif rest in ('gamma1', 'gamma2'):
                 name = f'{layer}.layer_scale_parameters'
-            elif module in modules:
-                name = f'{layer}.{modules[module]}.{param}'
+            elif module in _NAT_MODULES:
+                name = f'{layer}.{_NAT_MODULES[module]}.{param}'
             else:
                 name = key
         elif key.startswith('patch_embed.proj.'):
@@ -163,7 +164,7 @@ def to_transformers_names(keys, prefix=''):
             name = key
         if name not in names:
             names.append(name)
-    return [prefix + name for name in names]
+    return names
 
 
 def _model_settings(model):
