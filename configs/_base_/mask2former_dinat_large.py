@@ -17,7 +17,9 @@ dinat_m2f_backbone = dict(
     out_indices=(0, 1, 2, 3),
     # The ImageNet-22k DiNAT-L weights, kernel 7, as the official configs name them: their
     # 13x13 relative position biases are resized (bicubic) to the 21x21 of kernel 11 on load,
-    # and the log says so. dinat_large_in22k_224_11x11interp.pth (already resized) loads too.
+    # and the log says so. Kernel-11 files load without a resize: the authors' resized
+    # dinat_large_in22k_224_11x11interp.pth, and the Hub folder (or its pytorch_model.bin) of
+    # shi-labs/dinat-large-11x11-in22k-in1k-384 (fine-tuned on ImageNet-1k at 384).
     init_cfg=dict(type='Pretrained', checkpoint='checkpoints/dinat_large_in22k_224.pth'))
 dinat_m2f_in_channels = [192, 384, 768, 1536]
 

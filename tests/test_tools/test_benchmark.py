@@ -1,107 +1,43 @@
-"""tools/benchmark.py: the attention-free floor, the targets, a smoke run of the whole table;
-tools/benchmark_na.py in bfloat16."""
-import importlib.util
-import subprocess
-import sys
+"""tools/analysis_tools/benchmark.py: a config's inference speed and memory on its test
+data (the demo segmentor on the tiny generated dataset; no timing assertions)."""
+import textwrap
 from pathlib import Path
 
 import pytest
 import torch
 
-from nat_mm import NAT, na2d
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope='module')
-def benchmark():
-    spec = importlib.util.spec_from_file_location('tools_benchmark',
-                                                  ROOT / 'tools' / 'benchmark.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TOOL = 'analysis_tools/benchmark'
+SEG_DEMO = str(REPO_ROOT / 'configs' / 'demo' / 'upernet_nat_demo.py')
 
 
-def test_floor_removes_only_the_attention_core(benchmark):
-    """In the floor each attention layer outputs proj(v): qkv and proj still run; outside
-    it na2d attends again."""
+def test_times_the_timed_batches_with_a_checkpoint(load_tool, tiny_ade, tmp_path, capsys):
+    pytest.importorskip('mmseg.utils')
+    tool = load_tool(TOOL)
+    options = ['--cfg-options', f'test_dataloader.dataset.data_root={tiny_ade}']
+    cfg = tool.Config.fromfile(SEG_DEMO)
     torch.manual_seed(0)
-    nat = NAT(arch=dict(embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2),
-                        mlp_ratio=2.)).eval()
-    attention = nat.levels[0].blocks[0].attn
-    seen = {}
-    attention.register_forward_hook(lambda module, args, out: seen.update(x=args[0], out=out))
-    with torch.no_grad():
-        benchmark.AttentionFree(nat)(torch.randn(1, 3, 40, 48))
-        x = seen['x']
-        value = attention.qkv(x)[..., 2 * attention.dim:]
-        torch.testing.assert_close(seen['out'], attention.proj(value))
-    q, k, v = torch.randn(3, 1, 1, 8, 8, 4).unbind(0)
-    assert not torch.allclose(na2d(q, k, v, 3), v)                   # default backend again
+    tool.importlib.import_module('mmseg.utils').register_all_modules(init_default_scope=True)
+    model = tool.build_model(cfg, None, torch.device('cpu'))
+    checkpoint = tmp_path / 'demo.pth'
+    torch.save({'state_dict': model.state_dict()}, checkpoint)
+    result = tool.main([SEG_DEMO, str(checkpoint), '--max-iter', '1', '--num-warmup', '1',
+                        '--device', 'cpu', *options])
+    assert result['images'] == result['batches'] == 1 and len(result['seconds']) == 1
+    assert result['fps'] == pytest.approx(1 / result['seconds'][0])
+    assert result['peak_bytes'] > 0
+    out = capsys.readouterr().out
+    assert 'images/s over 1 images' in out and f'checkpoint {checkpoint}' in out
+    with pytest.raises(ValueError, match='all used by --num-warmup 2'):   # 2 test images
+        tool.main([SEG_DEMO, '--max-iter', '5', '--num-warmup', '2', '--device', 'cpu',
+                   *options])
 
 
-def test_shape_parsing(benchmark):
-    assert benchmark.parse_shape('512x512:2') == (512, 512, 2)
-    assert benchmark.parse_shape('800x1344') == (800, 1344, 1)
-    with pytest.raises(Exception, match='shape must look like'):
-        benchmark.parse_shape('512')
-
-
-def test_smoke_run_prints_the_table():
-    """All three models, training step, one repeat at a tiny shape (no timing assertions)."""
-    result = subprocess.run(
-        [sys.executable, str(ROOT / 'tools' / 'benchmark.py'), '--shapes', '64x64',
-         '--modes', 'train', '--repeats', '1'],
-        capture_output=True, text=True, timeout=600, cwd=ROOT)
-    assert result.returncode == 0, result.stderr[-3000:]
-    lines = result.stdout.splitlines()
-    header = next(line for line in lines if line.startswith('shape'))
-    for column in ('NAT-Tiny', 'Swin-T', 'NAT-T floor', 'NAT/Swin', 'NAT/floor', 'attn share',
-                   'mem NAT/Swin'):
-        assert column in header
-    rows = [line for line in lines if line.startswith('64x64:1')]
-    assert [row.split()[1] for row in rows] == ['train']
-    assert 'targets (cpu): NOT MEASURED' in result.stdout
-
-
-def _results(shapes, nat_time, nat_memory):
-    """Benchmark results where Swin-T takes 1 s and 1000 bytes, the floor 0.8 s."""
-    return {(shape, 'train'): dict(time=dict(nat=nat_time, swin=1.0, floor=0.8),
-                                   memory=dict(nat=nat_memory, swin=1000, floor=900))
-            for shape in shapes}
-
-
-def test_cuda_targets_at_both_sizes(benchmark):
-    shapes = [(512, 512, 2), (800, 1344, 2)]
-    passed, lines = benchmark.check_targets(_results(shapes, 0.95, 650), 'cuda')
-    assert passed is True and lines[-1] == 'targets (cuda): PASS'
-    assert sum(line.startswith('PASS') for line in lines) == 4     # time, memory x 2 sizes
-    results = _results(shapes, 0.95, 650)
-    results[(shapes[1], 'train')]['memory']['nat'] = 750            # 0.75x > 0.7x
-    passed, lines = benchmark.check_targets(results, 'cuda')
-    assert passed is False
-    assert ('FAIL: train step 800x1344:2: NAT peak memory <= 0.70x Swin-T (measured 0.75x)'
-            in lines)
-    passed, lines = benchmark.check_targets(_results(shapes[:1], 0.95, 650), 'cuda')
-    assert passed is None and 'NOT MEASURED' in lines[0] and '800x1344:2' in lines[0]
-
-
-def test_cpu_targets_include_the_floor(benchmark):
-    passed, lines = benchmark.check_targets(_results([(512, 512, 2)], 1.05, 900), 'cpu')
-    assert passed is False
-    assert 'FAIL: train step 512x512:2: NAT time <= 1.00x Swin-T (measured 1.05x)' in lines
-    assert 'FAIL: train step 512x512:2: NAT time <= 1.25x NAT-T floor (measured 1.31x)' in lines
-    assert 'PASS: train step 512x512:2: NAT peak memory <= 1.00x Swin-T (measured 0.90x)' in lines
-
-
-def test_benchmark_na_runs_in_bfloat16(load_tool):
-    """Both implementations run on bfloat16 inputs and agree (rpb in the inputs' dtype)."""
-    benchmark_na = load_tool('benchmark_na')
-    case = 'stage3@512 (B2 h8 32x32)'
-    inputs = benchmark_na.make_inputs(case, torch.device('cpu'), torch.bfloat16)
-    assert {t.dtype for t in inputs} == {torch.bfloat16}
-    fast, reference = (benchmark_na.run_once(impl, case, inputs, backward=False)
-                       for impl in ('fast', 'reference'))
-    torch.testing.assert_close(fast.float(), reference.float(), atol=3e-2, rtol=3e-2)
-    benchmark_na.run_once('fast', case, inputs, backward=True)
-    assert all(t.grad is None for t in inputs)                      # cleared for the next run
+def test_other_libraries_configs_are_refused(load_tool, tmp_path):
+    config = tmp_path / 'cls.py'
+    config.write_text(textwrap.dedent('''\
+        default_scope = 'mmpretrain'
+        model = dict(type='ImageClassifier')
+    '''))
+    with pytest.raises(ValueError, match="default_scope 'mmpretrain' is not one of"):
+        load_tool(TOOL).main([str(config), '--device', 'cpu'])

@@ -1,0 +1,162 @@
+"""Run-time checks applied before the Runner: dataset paths, CPU fallbacks."""
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+from mmengine.config import Config
+
+from nat_mm.launch import (adapt_config_to_device, check_dataset_paths, init_distributed,
+                           shutdown_distributed)
+
+needs_cpu_only = pytest.mark.skipif(torch.cuda.is_available(),
+                                    reason='the CPU fallbacks are no-ops with CUDA')
+
+
+def _seg_config(data_root):
+    dataset = dict(type='ADE20KDataset', data_root=data_root,
+                   data_prefix=dict(img_path='images/training',
+                                    seg_map_path='annotations/training'))
+    return Config(dict(default_scope='mmseg', train_dataloader=dict(dataset=dataset),
+                       val_dataloader=dict(dataset=dict(dataset, data_prefix=dict(
+                           img_path='images/validation',
+                           seg_map_path='annotations/validation'))),
+                       test_dataloader=None))
+
+
+def _make_dirs(root, *names):
+    for name in names:
+        (root / name).mkdir(parents=True)
+
+
+def test_complete_dataset_passes(tmp_path):
+    _make_dirs(tmp_path, 'images/training', 'annotations/training', 'images/validation',
+               'annotations/validation')
+    check_dataset_paths(_seg_config(str(tmp_path)), mode='train')
+
+
+def test_missing_dataset_names_path_layout_and_fixes(tmp_path):
+    root = tmp_path / 'ade' / 'ADEChallengeData2016'
+    with pytest.raises(FileNotFoundError) as error:
+        check_dataset_paths(_seg_config(str(root)), mode='train')
+    message = str(error.value)
+    assert str(root) in message
+    assert str(root / 'annotations' / 'validation') in message  # the layout
+    assert 'data_prefix.seg_map_path' in message
+    assert '--cfg-options train_dataloader.dataset.data_root=PATH' in message
+    assert 'val_dataloader.dataset.data_root=PATH' in message
+    assert 'python tools/demo.py --task seg' in message
+
+
+def test_partially_missing_dataset_lists_only_what_is_missing(tmp_path):
+    _make_dirs(tmp_path, 'images/training', 'annotations/training', 'images/validation')
+    with pytest.raises(FileNotFoundError) as error:
+        check_dataset_paths(_seg_config(str(tmp_path)), mode='train')
+    missing = str(error.value).split('Expected layout')[0]
+    assert 'annotations/validation' in missing
+    assert 'annotations/training' not in missing
+
+
+def test_wrapped_datasets_and_coco_evaluator(tmp_path):
+    dataset = dict(type='CocoDataset', data_root=str(tmp_path) + '/',
+                   ann_file='annotations/instances_val2017.json', data_prefix=dict(img='val2017/'))
+    cfg = Config(dict(
+        default_scope='mmdet',
+        test_dataloader=dict(dataset=dict(type='RepeatDataset', times=2, dataset=dataset)),
+        test_evaluator=dict(type='CocoMetric',
+                            ann_file=str(tmp_path / 'annotations/instances_val2017.json'))))
+    with pytest.raises(FileNotFoundError) as error:
+        check_dataset_paths(cfg, mode='test')
+    message = str(error.value)
+    assert 'test_dataloader.dataset.dataset.data_root=PATH' in message
+    assert 'test_evaluator.ann_file=PATH' in message
+    assert 'python tools/demo.py --task det' in message
+    _make_dirs(tmp_path, 'annotations', 'val2017')
+    (tmp_path / 'annotations' / 'instances_val2017.json').write_text('{}')
+    check_dataset_paths(cfg, mode='test')
+
+
+def test_bad_mode():
+    with pytest.raises(ValueError, match='mode'):
+        check_dataset_paths(Config(), mode='val')
+
+
+def _gpu_recipe():
+    return Config(dict(
+        optim_wrapper=dict(type='AmpOptimWrapper', loss_scale='dynamic',
+                           optimizer=dict(type='AdamW', lr=1e-4)),
+        env_cfg=dict(dist_cfg=dict(backend='nccl')),
+        model=dict(type='EncoderDecoder',
+                   decode_head=dict(norm_cfg=dict(type='SyncBN', requires_grad=True)),
+                   roi_head=dict(bbox_head=[dict(norm_cfg=dict(type='SyncBN'))] * 2))))
+
+
+@needs_cpu_only
+def test_cpu_single_process_uses_fp32_and_keeps_the_rest():
+    cfg = adapt_config_to_device(_gpu_recipe(), launcher='none')
+    assert cfg.optim_wrapper == dict(type='OptimWrapper', optimizer=dict(type='AdamW', lr=1e-4))
+    # single-process runs keep SyncBN: the Runner reverts it to BN itself
+    assert cfg.model.decode_head.norm_cfg.type == 'SyncBN'
+    assert cfg.env_cfg.dist_cfg.backend == 'nccl'
+    assert 'model_wrapper_cfg' not in cfg
+
+
+@needs_cpu_only
+def test_cpu_distributed_uses_gloo_bn_and_cpu_ddp():
+    cfg = adapt_config_to_device(_gpu_recipe(), launcher='pytorch')
+    assert cfg.optim_wrapper.type == 'OptimWrapper'
+    assert cfg.env_cfg.dist_cfg.backend == 'gloo'
+    assert cfg.model.decode_head.norm_cfg.type == 'BN'
+    assert [head.norm_cfg.type for head in cfg.model.roi_head.bbox_head] == ['BN', 'BN']
+    assert cfg.model_wrapper_cfg.type == 'MMDistributedDataParallel'
+    assert cfg.model_wrapper_cfg.device_ids is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+def test_cuda_keeps_the_gpu_recipe():
+    cfg = adapt_config_to_device(_gpu_recipe(), launcher='pytorch')
+    assert cfg.to_dict() == _gpu_recipe().to_dict()
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return str(sock.getsockname()[1])
+
+
+@needs_cpu_only
+@pytest.mark.parametrize('launcher, environment', [
+    ('pytorch', dict(RANK='0', WORLD_SIZE='1', LOCAL_RANK='0')),
+    ('slurm', dict(SLURM_PROCID='0', SLURM_NTASKS='1', SLURM_LOCALID='0')),
+])
+def test_init_distributed_on_cpu(monkeypatch, launcher, environment):
+    for name in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK'):
+        # recorded, so that what init_distributed sets is undone after the test
+        monkeypatch.setenv(name, '0')
+        monkeypatch.delenv(name)
+    for name, value in dict(environment, MASTER_ADDR='127.0.0.1',
+                            MASTER_PORT=_free_port()).items():
+        monkeypatch.setenv(name, value)
+    try:
+        init_distributed(launcher)
+        assert dist.is_initialized()
+        assert dist.get_backend() == 'gloo' and dist.get_world_size() == 1
+        shutdown_distributed()      # what tools/train.py and test.py do after a run
+        assert not dist.is_initialized()
+        shutdown_distributed()      # and again: nothing left to destroy, no error
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+@needs_cpu_only
+def test_init_distributed_errors(monkeypatch):
+    init_distributed('none')
+    assert not dist.is_initialized()
+    for name, value in dict(SLURM_PROCID='0', SLURM_NTASKS='1', SLURM_LOCALID='0').items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv('MASTER_ADDR', raising=False)
+    with pytest.raises(RuntimeError, match='MASTER_ADDR'):
+        init_distributed('slurm')
+    with pytest.raises(ValueError, match='mpi'):
+        init_distributed('mpi')
