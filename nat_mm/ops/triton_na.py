@@ -360,55 +360,58 @@ if triton is not None:
         c_hi = _last_query(x_last, wg, KS)
         r_lo = _first_query(y0, KS)
         r_hi = _last_query(y_last, hg, KS) + 1
-        q_step = tl.cast(sqy, tl.int64) * DIL
-        do_step = tl.cast(sdy, tl.int64) * DIL
-        # the queries' rows and columns go in group units from this tile's origin;
-        # helpers are not called in the loops (slow under the interpreter)
-        for c0 in range(c_lo, c_hi + 1, BLOCK_Q):
-            qx = c0 + tl.arange(0, BLOCK_Q)
+        # int64 offsets of this map's (row 0, column col0) in Q, DO and LSE
+        q_tile = b.to(tl.int64) * sqb + h.to(tl.int64) * sqh + col0.to(tl.int64) * sqx
+        do_tile = b.to(tl.int64) * sdb + h.to(tl.int64) * sdh + col0.to(tl.int64) * sdx
+        o_map = bh.to(tl.int64) * H * W + col0
+        rpb_head = RPB + h.to(tl.int64) * srh
+        rows = r_hi - r_lo
+        # one flat loop over (chunk of BLOCK_Q query columns, query row): a
+        # nested loop keeps the chunk's tensors live across the inner one and
+        # costs registers; helpers are not called in the loop (slow under the
+        # interpreter)
+        for it in range(0, rows * tl.cdiv(c_hi + 1 - c_lo, BLOCK_Q)):
+            qy = r_lo + it % rows
+            qx = c_lo + (it // rows) * BLOCK_Q + tl.arange(0, BLOCK_Q)
             q_ok = qx <= c_hi
             sx = tl.minimum(tl.maximum(qx - KS // 2, 0), wg - KS)
-            col_ok = k_ok[:, None] & q_ok[None, :] & (kx[:, None] >= sx[None, :]) & (
-                kx[:, None] < sx[None, :] + KS)
+            sy = tl.minimum(tl.maximum(qy - KS // 2, 0), hg - KS)
+            ok = (k_ok[:, None] & q_ok[None, :] & (kx[:, None] >= sx[None, :])
+                  & (kx[:, None] < sx[None, :] + KS) & ((ky >= sy) & (ky < sy + KS))[:, None])
             qd_mask = q_ok[:, None] & d_ok[None, :]
-            q_off = (DIL * (qx - x0))[:, None] * sqx + d[None, :] * sqd
-            do_off = (DIL * (qx - x0))[:, None] * sdx + d[None, :] * sdd
-            q_row = _base(Q, b, h, gy + DIL * r_lo, col0, sqb, sqh, sqy, sqx)
-            do_row = _base(DO, b, h, gy + DIL * r_lo, col0, sdb, sdh, sdy, sdx)
-            o_row = (bh.to(tl.int64) * H + gy + DIL * r_lo) * W + col0
-            o_off = DIL * (qx - x0)
-            rpb_row = RPB + h.to(tl.int64) * srh - r_lo * sry
-            rpb_off = ((KS - 1) + ky)[:, None] * sry + ((KS - 1) + kx[:, None] - qx[None, :]) * srx
-            for qy in range(r_lo, r_hi):
-                sy = tl.minimum(tl.maximum(qy - KS // 2, 0), hg - KS)
-                ok = col_ok & ((ky >= sy) & (ky < sy + KS))[:, None]
-                q = tl.load(q_row + q_off, mask=qd_mask, other=0.0)
-                do = tl.load(do_row + do_off, mask=qd_mask, other=0.0)
-                if UPCAST:
-                    q = q.to(tl.float32)
-                    do = do.to(tl.float32)
-                lse = tl.load(LSE + o_row + o_off, mask=q_ok, other=0.0)
-                delta = tl.load(DELTA + o_row + o_off, mask=q_ok, other=0.0)
-                s = tl.dot(k, tl.trans(q), input_precision='ieee') * scale
-                if HAS_RPB:
-                    s += tl.load(rpb_row + rpb_off, mask=ok, other=0.0).to(tl.float32)
-                p = tl.where(ok, tl.exp(s - lse[None, :]), 0.0)
-                dp = tl.dot(v, tl.trans(do), input_precision='ieee')
-                if DROPOUT:
-                    keep = _keep(seed, bh, gy + DIL * qy, (gx + DIL * qx)[None, :],
-                                 (ky - sy)[:, None], kx[:, None] - sx[None, :], H, W,
-                                 dropout_p, KS)
-                    p_drop = tl.where(keep, p / (1.0 - dropout_p), 0.0)
-                    dp = tl.where(keep, dp / (1.0 - dropout_p), 0.0)
-                else:
-                    p_drop = p
-                dv += tl.dot(p_drop.to(do.dtype), do, input_precision='ieee')
-                ds = tl.where(ok, p * (dp - delta[None, :]), 0.0)
-                dk += tl.dot(ds.to(q.dtype), q, input_precision='ieee')
-                q_row += q_step
-                do_row += do_step
-                o_row += DIL * W
-                rpb_row -= sry
+            q_row = (gy + DIL * qy).to(tl.int64)
+            q_col = (DIL * (qx - x0))[:, None]
+            q = tl.load(Q + q_tile + q_row * sqy + q_col * sqx + d[None, :] * sqd,
+                        mask=qd_mask, other=0.0)
+            do = tl.load(DO + do_tile + q_row * sdy + q_col * sdx + d[None, :] * sdd,
+                         mask=qd_mask, other=0.0)
+            if UPCAST:
+                q = q.to(tl.float32)
+                do = do.to(tl.float32)
+            o_off = o_map + q_row * W + (DIL * (qx - x0))
+            lse = tl.load(LSE + o_off, mask=q_ok, other=0.0)
+            delta = tl.load(DELTA + o_off, mask=q_ok, other=0.0)
+            s = tl.dot(k, tl.trans(q), input_precision='ieee') * scale
+            if HAS_RPB:
+                # indices clamped into the table, no mask: pairs outside the
+                # windows read some entry, and p selects them away
+                rpb_row = tl.minimum(tl.maximum((KS - 1) + ky - qy, 0), 2 * KS - 2) * sry
+                rpb_col = tl.minimum(tl.maximum((KS - 1) + kx[:, None] - qx[None, :], 0),
+                                     2 * KS - 2) * srx
+                s += tl.load(rpb_head + rpb_row[:, None] + rpb_col).to(tl.float32)
+            p = tl.where(ok, tl.exp(s - lse[None, :]), 0.0)
+            dp = tl.dot(v, tl.trans(do), input_precision='ieee')
+            if DROPOUT:
+                keep = _keep(seed, bh, gy + DIL * qy, (gx + DIL * qx)[None, :],
+                             (ky - sy)[:, None], kx[:, None] - sx[None, :], H, W,
+                             dropout_p, KS)
+                p_drop = tl.where(keep, p / (1.0 - dropout_p), 0.0)
+                dp = tl.where(keep, dp / (1.0 - dropout_p), 0.0)
+            else:
+                p_drop = p
+            dv += tl.dot(p_drop.to(do.dtype), do, input_precision='ieee')
+            ds = tl.where(ok, p * (dp - delta[None, :]), 0.0)
+            dk += tl.dot(ds.to(q.dtype), q, input_precision='ieee')
         k_base = (bh.to(tl.int64) * H + row0) * W + col0
         k_off = DIL * ((ky - y0) * W + (kx - x0))
         tl.store(DK + k_base * D + k_off[:, None] * D + d[None, :],
