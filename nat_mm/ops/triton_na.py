@@ -170,8 +170,7 @@ if triton is not None:
         v_row = _base(V, b, h, gy + DIL * r_lo, col0, svb, svh, svy, svx)
         k_step = tl.cast(sky, tl.int64) * DIL
         v_step = tl.cast(svy, tl.int64) * DIL
-        rpb_row = RPB + h.to(tl.int64) * srh + r_lo * sry
-        rpb_off = ((KS - 1) - qy)[:, None] * sry + ((KS - 1) + kc[None, :] - qx[:, None]) * srx
+        rpb_head = RPB + h.to(tl.int64) * srh
 
         m_i = tl.full([TY * TX], float('-inf'), tl.float32)
         l_i = tl.zeros([TY * TX], tl.float32)
@@ -185,7 +184,12 @@ if triton is not None:
             s = tl.dot(q, tl.trans(k), input_precision='ieee') * scale
             ok = col_in & ((r >= sy) & (r < sy + KS))[:, None]
             if HAS_RPB:
-                s += tl.load(rpb_row + rpb_off, mask=ok, other=0.0).to(tl.float32)
+                # indices clamped into the table, no mask: pairs outside the
+                # windows read some entry, selected away below
+                rpb_row = tl.minimum(tl.maximum((KS - 1) + r - qy, 0), 2 * KS - 2) * sry
+                rpb_col = tl.minimum(tl.maximum((KS - 1) + kc[None, :] - qx[:, None], 0),
+                                     2 * KS - 2) * srx
+                s += tl.load(rpb_head + rpb_row[:, None] + rpb_col).to(tl.float32)
             s = tl.where(ok, s, float('-inf'))
             m_new = tl.maximum(m_i, tl.max(s, axis=1))
             m_use = tl.where(m_new == float('-inf'), 0.0, m_new)
@@ -200,7 +204,6 @@ if triton is not None:
             m_i = m_new
             k_row += k_step
             v_row += v_step
-            rpb_row += sry
         l_safe = tl.where(l_i > 0.0, l_i, 1.0)
         out = acc / l_safe[:, None]
         # O and LSE are contiguous (B * heads, H, W[, D]): this tile's offsets from its origin
@@ -264,8 +267,7 @@ if triton is not None:
         v_row = _base(V, b, h, gy + DIL * r_lo, col0, svb, svh, svy, svx)
         k_step = tl.cast(sky, tl.int64) * DIL
         v_step = tl.cast(svy, tl.int64) * DIL
-        rpb_row = RPB + h.to(tl.int64) * srh + r_lo * sry
-        rpb_off = ((KS - 1) - qy)[:, None] * sry + ((KS - 1) + kc[None, :] - qx[:, None]) * srx
+        rpb_head = RPB + h.to(tl.int64) * srh
         # rpb gradient: the column of pair (query m, key j) is (K-1) + kc0 + j - qx, so
         # column c of query m gathers key j = c - (K-1) - kc0 + qx; its row is
         # (K-1) + r - qy, so row R of the rpb gathers query row (K-1) + r - y0 - R
@@ -285,7 +287,12 @@ if triton is not None:
             s = tl.dot(q, tl.trans(k), input_precision='ieee') * scale
             ok = col_in & ((r >= sy) & (r < sy + KS))[:, None]
             if HAS_RPB:
-                s += tl.load(rpb_row + rpb_off, mask=ok, other=0.0).to(tl.float32)
+                # indices clamped into the table, no mask: pairs outside the
+                # windows read some entry, selected away below
+                rpb_row = tl.minimum(tl.maximum((KS - 1) + r - qy, 0), 2 * KS - 2) * sry
+                rpb_col = tl.minimum(tl.maximum((KS - 1) + kc[None, :] - qx[:, None], 0),
+                                     2 * KS - 2) * srx
+                s += tl.load(rpb_head + rpb_row[:, None] + rpb_col).to(tl.float32)
             p = tl.where(ok, tl.exp(s - lse[:, None]), 0.0)
             dp = tl.dot(do, tl.trans(v), input_precision='ieee')
             if DROPOUT:
@@ -303,7 +310,6 @@ if triton is not None:
                 drpb += tl.where(yl_ok[:, None], tl.gather(by_col, rows, 0), 0.0)
             k_row += k_step
             v_row += v_step
-            rpb_row += sry
         tl.store(DQ + o_base * D + o_off[:, None] * D + d[None, :],
                  (dq * scale).to(DQ.dtype.element_ty), mask=qd_mask)
         if HAS_RPB:
@@ -452,9 +458,11 @@ def _gpu_plan_wanted():
     return value == 'gpu' or not _interpreted()
 
 
-def num_warps(kernel, head_dim):
-    """Warps per program of ``kernel`` ('fwd', 'dq' or 'dkv') on a GPU."""
-    return 4
+def num_warps(head_dim):
+    """Warps per program of every kernel on a GPU: 4, and 8 for head_dim > 64
+    (the (64, 128) accumulators need them to stay in registers; see
+    docs/gpu.md for the kernel report that chose this)."""
+    return 8 if head_dim > 64 else 4
 
 
 class LaunchPlan:
@@ -485,7 +493,7 @@ class LaunchPlan:
         maps = batch * heads
         fold = -(-maps // MAX_GRID_YZ)
         self.grid = (dilation * dilation * self.tiles, -(-maps // fold), fold)
-        self.num_warps = {name: num_warps(name, head_dim) for name in ('fwd', 'dq', 'dkv')}
+        self.num_warps = num_warps(head_dim)
         self.upcast = (dtype in (torch.float32, torch.float64)
                        or (dtype == torch.bfloat16 and interpreted))
 
@@ -557,7 +565,7 @@ def forward_launch(query, key, value, rpb, out, lse, plan, kernel_size, dilation
             *_geometry(query, plan, dilation, scale, dropout_p, seed))
     meta = dict(KS=kernel_size, TY=plan.ty, TX=plan.tx, BLOCK_N=plan.block_n,
                 BLOCK_D=plan.block_d, HAS_RPB=rpb is not None, DROPOUT=dropout_p > 0,
-                UPCAST=plan.upcast, num_warps=plan.num_warps['fwd'])
+                UPCAST=plan.upcast, num_warps=plan.num_warps)
     return _na_fwd_kernel, args, meta
 
 
@@ -579,17 +587,17 @@ def backward_launches(query, key, value, rpb, out, grad_out, lse, delta, dq, dk,
                *grad_out.stride())
     geometry = _geometry(query, plan, dilation, scale, dropout_p, seed)
     flags = dict(KS=kernel_size, TY=plan.ty, TX=plan.tx, BLOCK_D=plan.block_d,
-                 HAS_RPB=has_rpb, DROPOUT=dropout_p > 0, UPCAST=plan.upcast)
+                 HAS_RPB=has_rpb, DROPOUT=dropout_p > 0, UPCAST=plan.upcast,
+                 num_warps=plan.num_warps)
     rpb_arg = rpb if has_rpb else query
     dq_launch = (_na_bwd_dq_kernel,
                  (query, key, value, rpb_arg, out, grad_out, lse, delta, dq,
                   slots if has_rpb else lse, *strides, *geometry),
-                 dict(flags, BLOCK_N=plan.block_n, BLOCK_R=plan.block_r,
-                      num_warps=plan.num_warps['dq']))
+                 dict(flags, BLOCK_N=plan.block_n, BLOCK_R=plan.block_r))
     dkv_launch = (_na_bwd_dkv_kernel,
                   (query, key, value, rpb_arg, grad_out, lse, delta, dk, dv, *strides,
                    *geometry),
-                  dict(flags, BLOCK_Q=plan.block_n, num_warps=plan.num_warps['dkv']))
+                  dict(flags, BLOCK_Q=plan.block_n))
     return [dq_launch, dkv_launch]
 
 

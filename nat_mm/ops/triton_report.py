@@ -192,12 +192,12 @@ def launches(dtype, kernel_size, head_dim, rpb, dropout, batch=2, heads=4, size=
     return {'fwd': fwd, 'dq': dq_launch, 'dkv': dkv_launch}
 
 
-def report(archs, dtypes, kernel_sizes, head_dims, rpbs, dropouts, on_error=print):
+def report(archs, dtypes, kernel_sizes, head_dims, rpbs, dropouts, on_error=print, jobs=1):
     """Compiles every kernel for every combination; yields one record (a dict
-    with :data:`KEYS`) per compile. A row that cannot be produced (unknown
-    arch, failed compile) is reported as one line through ``on_error`` and
-    skipped; ReportError if nothing can compile (no NVIDIA backend, the
-    interpreter)."""
+    with :data:`KEYS`) per compile, in a fixed order. A row that cannot be
+    produced (unknown arch, failed compile) is reported as one line through
+    ``on_error`` and skipped; ReportError if nothing can compile (no NVIDIA
+    backend, the interpreter). ``jobs`` > 1 compiles in that many processes."""
     _nvidia_backend()
     known = []
     for arch in archs:
@@ -205,32 +205,41 @@ def report(archs, dtypes, kernel_sizes, head_dims, rpbs, dropouts, on_error=prin
             known.append(arch)
         else:
             on_error(f'unknown arch {arch}: known are {" ".join(map(str, ARCHS))}')
-    for dtype in dtypes:
-        for kernel_size in kernel_sizes:
-            for head_dim in head_dims:
-                for rpb in rpbs:
-                    for dropout in dropouts:
-                        yield from _rows(known, dtype, kernel_size, head_dim, rpb, dropout,
-                                         on_error)
+    tasks = [(dict(dtype=dtype, kernel_size=k, head_dim=d, rpb=rpb, dropout=dropout), name, arch)
+             for dtype in dtypes for k in kernel_sizes for d in head_dims for rpb in rpbs
+             for dropout in dropouts for name in ('fwd', 'dq', 'dkv') for arch in known]
+    if jobs > 1:
+        import multiprocessing
+        pool = multiprocessing.get_context('fork').Pool(jobs)
+        rows = pool.imap(_row, tasks)
+    else:
+        pool, rows = None, map(_row, tasks)
+    try:
+        for row in rows:
+            if isinstance(row, str):
+                on_error(row)
+            else:
+                yield row
+    finally:
+        if pool is not None:
+            pool.terminate()
 
 
-def _rows(archs, dtype, kernel_size, head_dim, rpb, dropout, on_error):
-    config = dict(dtype=dtype, kernel_size=kernel_size, head_dim=head_dim, rpb=rpb,
-                  dropout=dropout)
-    for name, (kernel, args, meta) in launches(DTYPES[dtype], kernel_size, head_dim, rpb,
-                                               dropout).items():
-        for arch in archs:
-            try:
-                usage = compile_kernel(kernel, args, meta, arch)
-            except Exception as err:   # one failed row must not stop the report
-                first = str(err).strip().splitlines()[0] if str(err).strip() else ''
-                on_error(f'{name} sm_{arch} {_describe(config)}: does not compile: '
-                         f'{type(err).__name__}: {first}')
-                continue
-            record = dict(kernel=name, arch=arch, **config, **usage)
-            record['blocks_per_sm'] = blocks_per_sm(arch, usage['registers'],
-                                                    usage['shared_bytes'], usage['num_warps'])
-            yield {key: record[key] for key in KEYS}
+def _row(task):
+    """The record of one (config, kernel, arch), or the line saying why not."""
+    config, name, arch = task
+    kernel, args, meta = launches(DTYPES[config['dtype']], config['kernel_size'],
+                                  config['head_dim'], config['rpb'], config['dropout'])[name]
+    try:
+        usage = compile_kernel(kernel, args, meta, arch)
+    except Exception as err:   # one failed row must not stop the report
+        lines = str(err).strip().splitlines() or ['']
+        return (f'{name} sm_{arch} {_describe(config)}: does not compile: '
+                f'{type(err).__name__}: {lines[0]}')
+    record = dict(kernel=name, arch=arch, **config, **usage)
+    record['blocks_per_sm'] = blocks_per_sm(arch, usage['registers'], usage['shared_bytes'],
+                                            usage['num_warps'])
+    return {key: record[key] for key in KEYS}
 
 
 def _describe(config):

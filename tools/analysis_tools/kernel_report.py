@@ -40,6 +40,7 @@ def parse_args(argv=None):
     parser.add_argument('--rpb', nargs='+', choices=list(YES_NO), default=['yes', 'no'])
     parser.add_argument('--dropout', nargs='+', choices=list(YES_NO), default=['no', 'yes'])
     parser.add_argument('--json', metavar='FILE', help='write the records here')
+    parser.add_argument('--jobs', type=int, default=1, help='compiles run in this many processes')
     parser.add_argument('--triton-versions', nargs='+', metavar='VERSION',
                         help='run the report once per Triton version, each in its own venv')
     parser.add_argument('--venv-root', default=str(Path.home() / '.cache' / 'nat_mm_triton_venvs'),
@@ -62,7 +63,8 @@ def run_report(args):
         records = []
         for record in triton_report.report(
                 args.arch, args.dtype, args.kernel_size, args.head_dim,
-                [YES_NO[x] for x in args.rpb], [YES_NO[x] for x in args.dropout], on_error=_say):
+                [YES_NO[x] for x in args.rpb], [YES_NO[x] for x in args.dropout], on_error=_say,
+                jobs=args.jobs):
             records.append(record)
             _say(f"{record['kernel']} sm_{record['arch']} {record['dtype']} "
                  f"K{record['kernel_size']} D{record['head_dim']}: {record['registers']} "
