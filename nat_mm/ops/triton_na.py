@@ -17,21 +17,39 @@ program handles one (image * head, tile of TY x TX queries of one group):
               dK/dV kernel (per tile of keys): loops over the queries whose
                   windows can hold those keys, which along each axis is one
                   contiguous range (window starts are monotone in the query),
-                  computed in closed form; dv += P^T dO, dk += scale dS^T q.
+                  computed in closed form, in one flat loop over (chunk of
+                  BLOCK_N query columns, query row); dv += P^T dO, dk += scale dS^T q.
                   Every key is written by exactly one program: no atomics.
 
 A key halo row is BLOCK_N = 16 consecutive keys of one group row (TX + K - 1
 <= 16 for K <= 13 with TX = 8 for K <= 7 and 4 above), so the dots are
 (TY*TX, head_dim) x (head_dim, 16), legal tl.dot shapes on every GPU.
 
-The rpb gradient is deterministic: within a key halo row the rpb row index
-(K-1) + r - query_row depends on the query only, so each program scatters
-its dS columns onto rpb columns by a one-hot reduction over the block and
-its rows by a one-hot tl.dot, writes its (2K-1, 2K-1) partial sum to its own
-slot, and one torch.sum over the slots in a fixed order finishes it.
+The rpb gradient is deterministic: in halo row r the pair (query m, key j)
+has rpb column (K-1) + kc0 + j - qx(m) and row (K-1) + r - qy(m), so each
+program gathers dS onto rpb columns (tl.gather along the keys), sums the
+queries of each tile row, gathers those rows onto rpb rows (tl.gather along
+the tile rows), accumulates its (2K-1, 2K-1) partial sum in registers, writes
+it to its own slot, and one torch.sum over the slots in a fixed order
+finishes it. The rpb itself is read with row and column indices clamped into
+the table (no mask): pairs outside a window read some entry and are selected
+away with the rest of the pair.
 
 Launches per call: 1 forward, 2 backward (plus one torch.sum for the rpb),
-whatever the map size.
+whatever the map size. The grid is (dilation groups * tiles, maps, 1) with
+maps = B * heads, folded over its axes 1 and 2 past CUDA's 65535 limit.
+
+Addressing: each program forms int64 scalar pointers to its (image, head)
+and tile origin, and int32 per-element offsets from there (registers), which
+requires every (H, W, head_dim) slice of an input to span < 2**31 elements
+(checked). Rows of the key halo advance a scalar pointer.
+
+Tiles: a GPU runs :func:`gpu_tile`; Triton's interpreter runs
+:func:`interpreter_tile` (fewer, larger programs), or exactly the GPU's
+launch plan with ``NAT_MM_TRITON_TILES=gpu`` (read when a call's plan is
+made), which is how the tests cover the GPU's geometry on a CPU. Warps per
+program: :func:`num_warps`. ``nat_mm.ops.triton_report`` compiles the
+kernels offline for NVIDIA GPUs and reports registers, spills and occupancy.
 
 Inputs are read through their strides (the module's q, k, v are views of one
 projection: no copies). Float16/bfloat16 dots run in that dtype with float32
@@ -603,10 +621,10 @@ def backward_launches(query, key, value, rpb, out, grad_out, lse, delta, dq, dk,
 
 def _forward(ctx, query, key, value, rpb, kernel_size, dilation, scale, dropout_p):
     batch, heads, height, width, head_dim = query.shape
-    _check_slices(query, key, value)
     plan = LaunchPlan(query.shape, query.dtype, kernel_size, dilation)
     seed = dropout_seed() % (2 ** 31) if dropout_p > 0 else 0
     out = torch.empty(query.shape, dtype=query.dtype, device=query.device)
+    _check_slices(query, key, value, out)
     lse = torch.empty((batch * heads, height * width), dtype=torch.float32, device=query.device)
     kernel, args, meta = forward_launch(query, key, value, rpb, out, lse, plan, kernel_size,
                                         dilation, scale, dropout_p, seed)

@@ -262,6 +262,30 @@ def format_table(records):
     return '\n'.join(lines)
 
 
+def format_summary(records):
+    """The records' worst case per (kernel, arch, dtype, head_dim, dropout)
+    over kernel sizes and rpb, as a Markdown table: most registers, most
+    spill bytes, most shared memory, fewest blocks per SM."""
+    groups = {}
+    for r in records:
+        key = (r['kernel'], r['arch'], r['dtype'], r['head_dim'], r['dropout'])
+        groups.setdefault(key, []).append(r)
+    lines = ['| kernel | arch | dtype | head_dim | dropout | K | rpb | warps | max registers '
+             '| max spill B | max shared B | min blocks/SM |',
+             '|' + '---|' * 12]
+    for (kernel, arch, dtype, head_dim, dropout), rows in groups.items():
+        ks = sorted({r['kernel_size'] for r in rows})
+        rpb = '/'.join(sorted({'yes' if r['rpb'] else 'no' for r in rows}, reverse=True))
+        warps = '/'.join(str(w) for w in sorted({r['num_warps'] for r in rows}))
+        lines.append(
+            f"| {kernel} | sm_{arch} | {dtype} | {head_dim} | {'yes' if dropout else 'no'} "
+            f"| {','.join(map(str, ks))} | {rpb} | {warps} "
+            f"| {max(r['registers'] for r in rows)} | {max(r['spill_bytes'] for r in rows)} "
+            f"| {max(r['shared_bytes'] for r in rows)} "
+            f"| {min(r['blocks_per_sm'] for r in rows)} |")
+    return '\n'.join(lines)
+
+
 def shared_fits(record):
     """Whether the record's shared memory fits one block on its arch."""
     return record['shared_bytes'] <= ARCHS[record['arch']].smem_per_block

@@ -51,10 +51,13 @@ def test_fp32_with_dropout_compiles(tmp_path):
     K13, head_dim 64: compiles and fits; spills are reported, not forbidden."""
     out = tmp_path / 'fp32.json'
     done = _run_tool('--arch', '90', '--dtype', 'fp32', '--kernel-size', '13', '--head-dim',
-                     '64', '--rpb', 'yes', '--dropout', 'yes', '--json', str(out))
+                     '64', '--rpb', 'yes', '--dropout', 'yes', '--json', str(out), '--summary')
     assert done.returncode == 0, done.stderr
     records = json.loads(out.read_text())
     assert [r['kernel'] for r in records] == ['fwd', 'dq', 'dkv']
+    dkv = records[2]
+    assert (f"| dkv | sm_90 | fp32 | 64 | yes | 13 | yes | {dkv['num_warps']} "
+            f"| {dkv['registers']} | {dkv['spill_bytes']} |") in done.stdout
     for r in records:
         assert (r['dtype'], r['dropout'], r['arch']) == ('fp32', True, 90)
         assert triton_report.shared_fits(r) and r['registers'] <= 255, r

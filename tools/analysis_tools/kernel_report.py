@@ -41,6 +41,9 @@ def parse_args(argv=None):
     parser.add_argument('--dropout', nargs='+', choices=list(YES_NO), default=['no', 'yes'])
     parser.add_argument('--json', metavar='FILE', help='write the records here')
     parser.add_argument('--jobs', type=int, default=1, help='compiles run in this many processes')
+    parser.add_argument('--summary', action='store_true',
+                        help='print the worst case per kernel, arch, dtype, head_dim, dropout '
+                             '(over K and rpb) instead of every row')
     parser.add_argument('--triton-versions', nargs='+', metavar='VERSION',
                         help='run the report once per Triton version, each in its own venv')
     parser.add_argument('--venv-root', default=str(Path.home() / '.cache' / 'nat_mm_triton_venvs'),
@@ -73,7 +76,8 @@ def run_report(args):
         _say(str(err))
         return [], 1
     print(f'\ntriton {triton.__version__}\n')
-    print(triton_report.format_table(records))
+    print((triton_report.format_summary if args.summary else triton_report.format_table)(
+        records))
     return records, 0 if records else 1
 
 
