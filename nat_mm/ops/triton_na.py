@@ -47,9 +47,10 @@ requires every (H, W, head_dim) slice of an input to span < 2**31 elements
 Tiles: a GPU runs :func:`gpu_tile`; Triton's interpreter runs
 :func:`interpreter_tile` (fewer, larger programs), or exactly the GPU's
 launch plan with ``NAT_MM_TRITON_TILES=gpu`` (read when a call's plan is
-made), which is how the tests cover the GPU's geometry on a CPU. Warps per
-program: :func:`num_warps`. ``nat_mm.ops.triton_report`` compiles the
-kernels offline for NVIDIA GPUs and reports registers, spills and occupancy.
+made), which is how the tests cover the GPU's geometry on a CPU. Warps and
+register caps: :func:`launch_options`. ``nat_mm.ops.triton_report`` compiles
+the kernels offline for NVIDIA GPUs and reports registers, spills and
+occupancy.
 
 Inputs are read through their strides (the module's q, k, v are views of one
 projection: no copies). Float16/bfloat16 dots run in that dtype with float32
@@ -476,11 +477,18 @@ def _gpu_plan_wanted():
     return value == 'gpu' or not _interpreted()
 
 
-def num_warps(head_dim):
-    """Warps per program of every kernel on a GPU: 4, and 8 for head_dim > 64
-    (the (64, 128) accumulators need them to stay in registers; see
-    docs/gpu.md for the kernel report that chose this)."""
-    return 8 if head_dim > 64 else 4
+def launch_options(kernel, tile, head_dim, fp32_dots):
+    """Triton launch options of ``kernel`` ('fwd', 'dq' or 'dkv') on a GPU
+    for tiles of ``tile`` queries (or keys), chosen with the kernel report
+    (docs/gpu.md): 4 warps, 8 for head_dim > 64 (the (64, 128) accumulators
+    stay in registers); with 16-bit dots, the dK/dV kernel's registers capped
+    at 128 (4 blocks per SM) while its tile holds at most 2048 (key, channel)
+    pairs, where ptxas left alone either takes far more or spills below the
+    cap."""
+    options = dict(num_warps=8 if head_dim > 64 else 4)
+    if kernel == 'dkv' and not fp32_dots and tile * max(16, _next_pow2(head_dim)) <= 2048:
+        options['maxnreg'] = 128
+    return options
 
 
 class LaunchPlan:
@@ -488,7 +496,7 @@ class LaunchPlan:
 
     Tiles of TY x TX queries (or keys) per dilation group; a grid of
     (groups * tiles, maps, 1) with maps = B * heads, or (groups * tiles,
-    MAX_GRID_YZ, fold) past CUDA's limit; warps per kernel; and the upcast
+    MAX_GRID_YZ, fold) past CUDA's limit; launch options per kernel; and the upcast
     flag (dots in float32: float32/float64 inputs, and bfloat16 under the
     interpreter, whose bfloat16 tl.dot is wrong in Triton 3.9).
 
@@ -511,9 +519,10 @@ class LaunchPlan:
         maps = batch * heads
         fold = -(-maps // MAX_GRID_YZ)
         self.grid = (dilation * dilation * self.tiles, -(-maps // fold), fold)
-        self.num_warps = num_warps(head_dim)
         self.upcast = (dtype in (torch.float32, torch.float64)
                        or (dtype == torch.bfloat16 and interpreted))
+        self.options = {name: launch_options(name, self.ty * self.tx, head_dim, self.upcast)
+                        for name in ('fwd', 'dq', 'dkv')}
 
 
 #: Per-element offsets inside one (image, head) slice are int32.
@@ -583,7 +592,7 @@ def forward_launch(query, key, value, rpb, out, lse, plan, kernel_size, dilation
             *_geometry(query, plan, dilation, scale, dropout_p, seed))
     meta = dict(KS=kernel_size, TY=plan.ty, TX=plan.tx, BLOCK_N=plan.block_n,
                 BLOCK_D=plan.block_d, HAS_RPB=rpb is not None, DROPOUT=dropout_p > 0,
-                UPCAST=plan.upcast, num_warps=plan.num_warps)
+                UPCAST=plan.upcast, **plan.options['fwd'])
     return _na_fwd_kernel, args, meta
 
 
@@ -605,17 +614,17 @@ def backward_launches(query, key, value, rpb, out, grad_out, lse, delta, dq, dk,
                *grad_out.stride())
     geometry = _geometry(query, plan, dilation, scale, dropout_p, seed)
     flags = dict(KS=kernel_size, TY=plan.ty, TX=plan.tx, BLOCK_D=plan.block_d,
-                 HAS_RPB=has_rpb, DROPOUT=dropout_p > 0, UPCAST=plan.upcast,
-                 num_warps=plan.num_warps)
+                 HAS_RPB=has_rpb, DROPOUT=dropout_p > 0, UPCAST=plan.upcast)
     rpb_arg = rpb if has_rpb else query
     dq_launch = (_na_bwd_dq_kernel,
                  (query, key, value, rpb_arg, out, grad_out, lse, delta, dq,
                   slots if has_rpb else lse, *strides, *geometry),
-                 dict(flags, BLOCK_N=plan.block_n, BLOCK_R=plan.block_r))
+                 dict(flags, BLOCK_N=plan.block_n, BLOCK_R=plan.block_r,
+                      **plan.options['dq']))
     dkv_launch = (_na_bwd_dkv_kernel,
                   (query, key, value, rpb_arg, grad_out, lse, delta, dk, dv, *strides,
                    *geometry),
-                  dict(flags, BLOCK_Q=plan.block_n))
+                  dict(flags, BLOCK_Q=plan.block_n, **plan.options['dkv']))
     return [dq_launch, dkv_launch]
 
 

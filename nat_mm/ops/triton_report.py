@@ -51,6 +51,9 @@ ARCHS = {
 
 DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16, 'fp32': torch.float32}
 
+#: The kernels of one forward + backward call, in launch order.
+KERNELS = ('fwd', 'dq', 'dkv')
+
 #: JSON keys of one record, in order.
 KEYS = ('kernel', 'arch', 'dtype', 'kernel_size', 'head_dim', 'rpb', 'dropout', 'num_warps',
         'registers', 'spill_bytes', 'shared_bytes', 'blocks_per_sm')
@@ -192,12 +195,14 @@ def launches(dtype, kernel_size, head_dim, rpb, dropout, batch=2, heads=4, size=
     return {'fwd': fwd, 'dq': dq_launch, 'dkv': dkv_launch}
 
 
-def report(archs, dtypes, kernel_sizes, head_dims, rpbs, dropouts, on_error=print, jobs=1):
+def report(archs, dtypes, kernel_sizes, head_dims, rpbs, dropouts, on_error=print, jobs=1,
+           kernels=KERNELS):
     """Compiles every kernel for every combination; yields one record (a dict
     with :data:`KEYS`) per compile, in a fixed order. A row that cannot be
     produced (unknown arch, failed compile) is reported as one line through
     ``on_error`` and skipped; ReportError if nothing can compile (no NVIDIA
-    backend, the interpreter). ``jobs`` > 1 compiles in that many processes."""
+    backend, the interpreter). ``jobs`` > 1 compiles in that many processes;
+    ``kernels``: a subset of :data:`KERNELS`."""
     _nvidia_backend()
     known = []
     for arch in archs:
@@ -207,7 +212,7 @@ def report(archs, dtypes, kernel_sizes, head_dims, rpbs, dropouts, on_error=prin
             on_error(f'unknown arch {arch}: known are {" ".join(map(str, ARCHS))}')
     tasks = [(dict(dtype=dtype, kernel_size=k, head_dim=d, rpb=rpb, dropout=dropout), name, arch)
              for dtype in dtypes for k in kernel_sizes for d in head_dims for rpb in rpbs
-             for dropout in dropouts for name in ('fwd', 'dq', 'dkv') for arch in known]
+             for dropout in dropouts for name in kernels for arch in known]
     if jobs > 1:
         import multiprocessing
         pool = multiprocessing.get_context('fork').Pool(jobs)

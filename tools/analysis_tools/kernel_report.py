@@ -31,6 +31,9 @@ YES_NO = {'yes': True, 'no': False}
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--kernel', nargs='+', choices=triton_report.KERNELS,
+                        default=list(triton_report.KERNELS),
+                        help='forward, dQ and dK/dV kernels')
     parser.add_argument('--arch', type=int, nargs='+', default=[80, 86, 89, 90],
                         help='compute capabilities, e.g. 80 (A100) 90 (H100)')
     parser.add_argument('--dtype', nargs='+', choices=list(triton_report.DTYPES),
@@ -67,7 +70,7 @@ def run_report(args):
         for record in triton_report.report(
                 args.arch, args.dtype, args.kernel_size, args.head_dim,
                 [YES_NO[x] for x in args.rpb], [YES_NO[x] for x in args.dropout], on_error=_say,
-                jobs=args.jobs):
+                jobs=args.jobs, kernels=args.kernel):
             records.append(record)
             _say(f"{record['kernel']} sm_{record['arch']} {record['dtype']} "
                  f"K{record['kernel_size']} D{record['head_dim']}: {record['registers']} "
