@@ -284,10 +284,10 @@ def test_dropout_in_kernel_matches_dense_attention_with_its_mask(tiles):
     """With values = one-hot key indices the output is the dropped weight
     matrix, which reveals the kernel's keep mask; the forward and every
     gradient (regenerated mask) then equal dense attention with that mask.
-    Under the GPU's tiles the 9x9 map spans four tiles."""
-    batch, heads, kernel, p = 2, 2, 3, 0.3
-    size = 9 if tiles == 'gpu' else 4
-    qkv, rpb, grad_out = _inputs(batch, heads, size, size, 16, kernel)
+    Under the GPU's tiles a 9x9 map spans four tiles."""
+    kernel, p = 3, 0.3
+    batch, heads, size = (2, 1, 9) if tiles == 'gpu' else (2, 2, 4)
+    qkv, rpb, grad_out = _inputs(batch, heads, size, size, size * size, kernel)
     q, k, v = (t.float() for t in qkv.permute(3, 0, 4, 1, 2, 5).unbind(0))
     rpb = rpb.float()
     one_hot = torch.eye(size * size).view(1, 1, size, size, size * size)
