@@ -480,12 +480,13 @@ def _gpu_plan_wanted():
 def launch_options(kernel, tile, head_dim, fp32_dots):
     """Triton launch options of ``kernel`` ('fwd', 'dq' or 'dkv') on a GPU
     for tiles of ``tile`` queries (or keys), chosen with the kernel report
-    (docs/gpu.md): 4 warps, 8 for head_dim > 64 (the (64, 128) accumulators
-    stay in registers); with 16-bit dots, the dK/dV kernel's registers capped
-    at 128 (4 blocks per SM) while its tile holds at most 2048 (key, channel)
-    pairs, where ptxas left alone either takes far more or spills below the
-    cap."""
-    options = dict(num_warps=8 if head_dim > 64 else 4)
+    (docs/gpu.md): 4 warps; 8 for the forward and dK/dV kernels at head_dim
+    > 64 (their (64, 128) accumulators stay in registers; the dQ kernel's
+    tl.gather does not compile with 8 warps on Triton 3.6 and 3.7); with
+    16-bit dots, the dK/dV kernel's registers capped at 128 (4 blocks per SM)
+    while its tile holds at most 2048 (key, channel) pairs, where ptxas left
+    alone either takes far more or spills below the cap."""
+    options = dict(num_warps=8 if head_dim > 64 and kernel != 'dq' else 4)
     if kernel == 'dkv' and not fp32_dots and tile * max(16, _next_pow2(head_dim)) <= 2048:
         options['maxnreg'] = 128
     return options
