@@ -21,7 +21,7 @@ TORCH_API_MINIMUM = {
     'torch.nn.attention': (2, 2),
     'torch.serialization.add_safe_globals': (2, 4),
 }
-#: Used only behind a check for its presence (nat_mm/utils/checkpoint_compat.py).
+#: Used only behind a check for its presence (nat_mm/utils/torch_load.py).
 OPTIONAL_APIS = {'torch.serialization.add_safe_globals'}
 
 

@@ -17,11 +17,12 @@ forward + backward of the sum of all outputs). Both backbones use the
 ``--drop-path`` rate (default 0.3, the value of both UperNet ADE20K configs).
 With ``--dtype bfloat16|float16`` the forward runs under ``torch.autocast``.
 
-Times are measured by ``benchmark_na.elapsed`` (CUDA events on CUDA). Peak
-memory of one step, after a warm-up step: on CUDA
+Times and the peak memory of one step, after a warm-up step, are measured by
+:mod:`nat_mm.utils.profiling`: on CUDA with CUDA events and
 ``torch.cuda.max_memory_allocated`` beyond what was allocated before the step;
-on CPU the growth of the peak resident set size (high-water mark reset before
-the step) of a fresh subprocess per (model, mode, shape).
+on CPU with ``time.perf_counter`` and the growth of the peak resident set size
+(high-water mark reset before the step) of a fresh subprocess per (model,
+mode, shape).
 
 The targets checked at the end depend on the device (``TARGETS``): on CPU the
 training step at 512x512 batch 2 within 1.0x Swin-T's time and memory and
@@ -39,23 +40,19 @@ Examples::
 import argparse
 import contextlib
 import json
-import os
 import re
-import statistics
-import subprocess
 import sys
 from pathlib import Path
 
 import torch
 from torch import nn
 
-TOOLS = Path(__file__).resolve().parent
-sys.path[:0] = [str(TOOLS.parent), str(TOOLS)]
-from benchmark_na import elapsed, hardware_name, synchronize  # noqa: E402
-
-from nat_mm.ops import na_backend  # noqa: E402
-from nat_mm.ops.functional import register_backend  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from nat_mm import NAT  # noqa: E402
+from nat_mm.ops import na_backend, register_backend  # noqa: E402
+from nat_mm.utils.profiling import (device_name, interleaved_medians,  # noqa: E402
+                                    peak_memory_in_fresh_process, synchronize, timer_name)
+from nat_mm.utils.profiling import peak_memory as measure_peak  # noqa: E402
 
 MODELS = {'nat': 'NAT-Tiny', 'swin': 'Swin-T', 'floor': 'NAT-T floor'}
 MODES = ('infer', 'train')
@@ -190,56 +187,19 @@ def run_step(model, inputs, mode, dtype):
 
 
 def time_models(models, inputs, modes, dtype, repeats):
-    """{(model, mode): median seconds}; repeats interleave models and modes."""
-    device = inputs.device
-    for name, model in models.items():         # warm-up: caches, allocator, kernels
-        for mode in modes:
-            run_step(model, inputs, mode, dtype)
-    times = {(name, mode): [] for name in models for mode in modes}
-    for _ in range(repeats):
-        for mode in modes:
-            for name, model in models.items():
-                times[(name, mode)].append(
-                    elapsed(lambda: run_step(model, inputs, mode, dtype), device))
-    return {key: statistics.median(values) for key, values in times.items()}
+    """{(model, mode): median seconds}; repeats interleave models and modes, after
+    one warm-up step of each (caches, allocator, kernels)."""
+    def step(model, mode):
+        return lambda: run_step(model, inputs, mode, dtype)
+    return interleaved_medians({(name, mode): step(model, mode) for mode in modes
+                                for name, model in models.items()}, repeats, inputs.device)
 
 
 def peak_memory_here(model, inputs, mode, dtype):
     """Peak bytes of one step beyond what was held before it (this process),
     measured after a warm-up step (lazily built caches are not counted)."""
-    device = inputs.device
     run_step(model, inputs, mode, dtype)
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        run_step(model, inputs, mode, dtype)
-        torch.cuda.synchronize(device)
-        return torch.cuda.max_memory_allocated(device) - base
-    return peak_rss_growth(lambda: run_step(model, inputs, mode, dtype))
-
-
-def _proc_status_bytes(field):
-    """A memory field (VmRSS, VmHWM) of /proc/self/status, in bytes."""
-    with open('/proc/self/status') as status:
-        return int(re.search(rf'^{field}:\s+(\d+) kB', status.read(), re.M)[1]) * 1024
-
-
-def peak_rss_growth(step):
-    """Peak resident-set growth of this process while ``step()`` runs.
-
-    The high-water mark is reset first (Linux ``/proc/self/clear_refs``), so the
-    peaks of imports and model building do not hide a smaller step's peak.
-    """
-    try:
-        with open('/proc/self/clear_refs', 'w') as clear_refs:
-            clear_refs.write('5')
-    except OSError as error:
-        raise RuntimeError('benchmark: CPU peak memory needs Linux /proc/self/clear_refs '
-                           f'({error})') from error
-    base = _proc_status_bytes('VmRSS')
-    step()
-    return _proc_status_bytes('VmHWM') - base
+    return measure_peak(lambda: run_step(model, inputs, mode, dtype), inputs.device)
 
 
 def peak_memory(name, mode, shape, args, models, inputs, fresh_process=True):
@@ -248,16 +208,9 @@ def peak_memory(name, mode, shape, args, models, inputs, fresh_process=True):
     process may be reused unseen)."""
     if inputs.device.type == 'cuda' or not fresh_process:
         return peak_memory_here(models[name], inputs, mode, getattr(torch, args.dtype))
-    probe = [sys.executable, __file__, '--memory-probe', json.dumps([name, mode, list(shape)]),
-             '--dtype', args.dtype, '--drop-path', str(args.drop_path), '--swin', args.swin]
-    # A fixed glibc mmap threshold returns every freed block >= 64 KiB to the OS, so
-    # memory freed by the warm-up step cannot be reused unseen by the measured step.
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(64 * 1024))
-    result = subprocess.run(probe, capture_output=True, text=True, env=env)
-    if result.returncode:
-        raise RuntimeError(f'memory probe {name}/{mode}/{shape_name(shape)} failed:\n'
-                           f'{result.stderr[-3000:]}')
-    return int(result.stdout.strip().splitlines()[-1])
+    return peak_memory_in_fresh_process(
+        [__file__, '--memory-probe', json.dumps([name, mode, list(shape)]),
+         '--dtype', args.dtype, '--drop-path', str(args.drop_path), '--swin', args.swin])
 
 
 def profile_training_step(models, inputs, dtype, row_limit):
@@ -331,9 +284,9 @@ def check_targets(results, device_type):
 def describe(models, dtype, repeats, device, swin, fresh_process):
     """The title lines: hardware, versions, what each model is."""
     where = 'fresh process' if fresh_process else 'this process'
-    lines = [f'backbone benchmark: {str(dtype).replace("torch.", "")}, {hardware_name(device)}, '
+    lines = [f'backbone benchmark: {str(dtype).replace("torch.", "")}, {device_name(device)}, '
              f'torch {torch.__version__}; time: median of {repeats} interleaved repeats '
-             f'({"CUDA events" if device.type == "cuda" else "perf_counter"}); memory: peak extra '
+             f'({timer_name(device)}); memory: peak extra '
              'of one step after a warm-up step '
              f'({"max_memory_allocated" if device.type == "cuda" else "peak RSS, " + where})']
     for name, model in models.items():

@@ -5,13 +5,11 @@ time and peak extra memory of the fast path (``nat_mm.na2d``, the device's
 default backend or ``--backend``) and of the legacy gather implementation
 (``nat_mm.na2d_reference``), and their ratios.
 
-Times are medians of interleaved repeats, each measured by :func:`elapsed`
-(CUDA events on CUDA, ``time.perf_counter`` around a synchronised call
-elsewhere). Peak memory is measured for one forward+backward after a warm-up
-one: on CUDA with ``torch.cuda.max_memory_allocated`` beyond what was
-allocated before; on CPU as the growth of the peak resident set size (VmHWM)
-of a fresh subprocess (each (case, implementation) pair runs alone in its own
-process; Linux).
+Times are medians of interleaved repeats and peak memory is that of one
+forward+backward after a warm-up one, both measured by
+:mod:`nat_mm.utils.profiling` (CUDA events and ``max_memory_allocated`` on
+CUDA; on CPU ``time.perf_counter`` and the growth of the peak resident set
+size of a fresh subprocess per (case, implementation) pair, Linux).
 
 Each measurement is one function (``time_case``, ``peak_memory``), and
 ``measure_case`` / ``benchmark`` put them together, so that other tools
@@ -25,17 +23,18 @@ Examples::
 """
 import argparse
 import json
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from nat_mm.ops import available_backends, na2d, na2d_reference, na_backend  # noqa: E402
-from nat_mm.ops.functional import DEFAULT_ORDER  # noqa: E402
+from nat_mm.ops.backends import DEFAULT_ORDER  # noqa: E402
+from nat_mm.utils.profiling import (device_name, interleaved_medians,  # noqa: E402
+                                    peak_memory_in_fresh_process, timer_name)
+from nat_mm.utils.profiling import peak_memory as measure_peak  # noqa: E402
 
 IMPLEMENTATIONS = {'fast': na2d, 'reference': na2d_reference}
 MODES = ('fwd', 'fwd+bwd')
@@ -74,84 +73,22 @@ def run_once(impl, case, inputs, backward):
     return None
 
 
-def synchronize(device):
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
-
-
-def elapsed(fn, device):
-    """Seconds one call of ``fn()`` takes on ``device``.
-
-    On CUDA the time between two CUDA events recorded around the call (the
-    GPU's own clock, after the queue is drained first, so earlier work does
-    not count); elsewhere ``time.perf_counter`` around the call.
-    """
-    device = torch.device(device)
-    if device.type == 'cuda':
-        start, end = (torch.cuda.Event(enable_timing=True) for _ in range(2))
-        torch.cuda.synchronize(device)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        return start.elapsed_time(end) / 1000
-    begin = time.perf_counter()
-    fn()
-    return time.perf_counter() - begin
-
-
 def time_case(case, device, dtype, repeats, impls=tuple(IMPLEMENTATIONS)):
     """{(impl, mode): median seconds} for mode in ``MODES``, after one warm-up
-    forward+backward per implementation (caches, allocator, kernels)."""
+    call of each (caches, allocator, kernels)."""
     inputs = make_inputs(case, device, dtype)
-    for impl in impls:
-        run_once(impl, case, inputs, backward=True)
-    times = {(impl, mode): [] for impl in impls for mode in MODES}
-    for _ in range(repeats):
-        for impl in impls:
-            for mode in MODES:
-                times[(impl, mode)].append(elapsed(
-                    lambda: run_once(impl, case, inputs, backward=mode == 'fwd+bwd'), device))
-    return {key: statistics.median(values) for key, values in times.items()}
+
+    def call(impl, mode):
+        return lambda: run_once(impl, case, inputs, backward=mode == 'fwd+bwd')
+    return interleaved_medians({(impl, mode): call(impl, mode) for impl in impls
+                                for mode in MODES}, repeats, device)
 
 
 def peak_memory_here(impl, case, device, dtype):
     """Peak bytes of one forward+backward in this process, beyond the inputs."""
     inputs = make_inputs(case, device, dtype)
-    if device.type == 'cuda':
-        run_once(impl, case, inputs, backward=True)
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        run_once(impl, case, inputs, backward=True)
-        torch.cuda.synchronize(device)
-        return torch.cuda.max_memory_allocated(device) - base
-    base = reset_peak_rss()
-    run_once(impl, case, inputs, backward=True)
-    return peak_rss() - base
-
-
-def _proc_status_bytes(field):
-    with open('/proc/self/status') as status:
-        for line in status:
-            if line.startswith(field + ':'):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f'{field} not in /proc/self/status')
-
-
-def reset_peak_rss():
-    """Resets this process's peak RSS (VmHWM) to the current RSS; returns it.
-
-    ``ru_maxrss`` is no use here: Linux carries it across fork + exec, so a
-    child of a big process starts with its parent's peak.
-    """
-    with open('/proc/self/clear_refs', 'w') as clear_refs:
-        clear_refs.write('5')
-    return _proc_status_bytes('VmRSS')
-
-
-def peak_rss():
-    return _proc_status_bytes('VmHWM')
+    run_once(impl, case, inputs, backward=True)          # warm-up
+    return measure_peak(lambda: run_once(impl, case, inputs, backward=True), device)
 
 
 def peak_memory(impl, case, device, dtype, fresh_process=True, backend=None):
@@ -160,11 +97,10 @@ def peak_memory(impl, case, device, dtype, fresh_process=True, backend=None):
     one (quicker; memory freed earlier in this process may be reused unseen)."""
     if device.type == 'cuda' or not fresh_process:
         return peak_memory_here(impl, case, device, dtype)
-    probe = [sys.executable, __file__, '--memory-probe', json.dumps([impl, case]),
-             '--dtype', str(dtype).replace('torch.', '')] + (['--backend', backend] if backend
-                                                             else [])
-    return int(subprocess.run(probe, check=True, capture_output=True, text=True)
-               .stdout.strip().splitlines()[-1])
+    return peak_memory_in_fresh_process(
+        [__file__, '--memory-probe', json.dumps([impl, case]),
+         '--dtype', str(dtype).replace('torch.', '')] + (['--backend', backend] if backend
+                                                         else []))
 
 
 def count_kernels(device):
@@ -251,13 +187,6 @@ def measure_case(case, device, dtype, repeats, fresh_process=True, backend=None)
                             for impl in IMPLEMENTATIONS})
 
 
-def hardware_name(device):
-    device = torch.device(device)
-    if device.type == 'cuda':
-        return torch.cuda.get_device_name(device)
-    return f'CPU, {torch.get_num_threads()} threads'
-
-
 def default_backend(device):
     """The backend na2d uses on ``device`` when none is chosen."""
     return DEFAULT_ORDER.get(device.type, DEFAULT_ORDER['*'])[0]
@@ -269,9 +198,9 @@ def table_header(device, dtype, repeats, fresh_process=True, backend=None):
     if device.type != 'cuda':
         where = f' (peak RSS, {"fresh" if fresh_process else "this"} process)'
     title = (f'neighbourhood attention, kernel 7, head_dim 32, {str(dtype).replace("torch.", "")}, '
-             f'{hardware_name(device)}, torch {torch.__version__}; fast = backend '
+             f'{device_name(device)}, torch {torch.__version__}; fast = backend '
              f'{backend or default_backend(device) + " (default)"}; times: median of {repeats} '
-             f'({"CUDA events" if device.type == "cuda" else "perf_counter"}); memory: peak extra '
+             f'({timer_name(device)}); memory: peak extra '
              f'of one fwd+bwd{where}')
     header = (f'{"case":34s} | {"fwd ref":>8s} {"fwd fast":>8s} {"speedup":>7s} | '
               f'{"f+b ref":>8s} {"f+b fast":>8s} {"speedup":>7s} | '

@@ -26,8 +26,8 @@ import sys
 import torch
 
 from nat_mm.models import NAT
-from nat_mm.models.backbones.nat import ARCH_SETTINGS
-from nat_mm.models.checkpoint import (check_state_dict, convert_checkpoint,
+from nat_mm.models.presets import ARCH_SETTINGS
+from nat_mm.models.weight_conversion import (check_state_dict, convert_checkpoint,
                                       load_checkpoint_file, summarize_keys)
 
 

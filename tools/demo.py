@@ -20,7 +20,7 @@ from mmengine.runner import Runner
 from PIL import Image, ImageDraw
 
 from nat_mm.datasets import generate_demo_data
-from nat_mm.engine import adapt_config_to_device
+from nat_mm.launch import adapt_config_to_device
 
 REPO_ROOT = osp.join(osp.dirname(osp.abspath(__file__)), '..')
 DEMO_CONFIGS = {

@@ -60,7 +60,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from nat_mm import NAT  # noqa: E402
 from nat_mm.deploy.model import config_test_scale, needs_data_samples  # noqa: E402
 from nat_mm.ops import na2d, na_backend  # noqa: E402
-from nat_mm.ops.functional import register_backend  # noqa: E402
+from nat_mm.ops import register_backend  # noqa: E402
 
 #: The name under which the tracer records :class:`NeighborhoodAttentionOp`.
 NA_NODE_KIND = 'prim::PythonOp.NeighborhoodAttentionOp'

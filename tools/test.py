@@ -16,7 +16,7 @@ import os.path as osp
 
 from mmengine.config import DictAction
 
-from nat_mm.engine import (adapt_config_to_device, build_runner, check_dataset_paths,
+from nat_mm.launch import (adapt_config_to_device, build_runner, check_dataset_paths,
                            init_distributed, load_config, shutdown_distributed)
 
 

@@ -16,7 +16,6 @@ example size.
 """
 import contextlib
 import json
-import time
 
 import numpy as np
 import torch
@@ -145,26 +144,3 @@ def max_differences(expected, actual):
         abs_diff = max(abs_diff, float(np.abs(e.astype(np.float64) - a).max()))
         scale = max(scale, float(np.abs(e).max()))
     return abs_diff, abs_diff / scale if scale else 0.
-
-
-def time_side_by_side(functions, repeats=5, warmup=1):
-    """Median seconds per call of each function, measured interleaved
-    (call i of every function before call i + 1 of any), so that both see
-    the same machine load.
-
-    Args:
-        functions: dict name -> zero-argument callable.
-
-    Returns:
-        dict name -> median seconds.
-    """
-    for _ in range(warmup):
-        for fn in functions.values():
-            fn()
-    times = {name: [] for name in functions}
-    for _ in range(repeats):
-        for name, fn in functions.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: float(np.median(values)) for name, values in times.items()}

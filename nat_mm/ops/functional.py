@@ -1,63 +1,29 @@
 """Neighbourhood attention, functional form: argument checks and the backend seam.
 
-Every backend lives in its own module of :mod:`nat_mm.ops` and exposes
-
-* ``na2d_<name>(query, key, value, kernel_size, dilation, rpb, scale, dropout_p)``,
-  called with validated arguments (``scale`` resolved; dropout applied exactly
-  as passed), and
-* ``is_available(device_type) -> bool``, which never raises.
-
-:func:`na2d` picks one per call: while a model is exported (``torch.export``,
-``torch.onnx.export``) always ``'export'`` (:mod:`.export`, dense ops only);
-otherwise the ``backend`` argument, else the innermost
-:func:`na_backend` context, else the first available entry of
-:data:`DEFAULT_ORDER` for the inputs' device. A backend that cannot run on
-this machine after all (e.g. a kernel that does not compile for this GPU)
-raises :class:`BackendError`; a backend chosen by default is then replaced by
-the next one, with one warning.
+:func:`na2d` picks a backend of :mod:`.backends` per call: while a model is
+exported (``torch.export``, ``torch.onnx.export``) always ``'export'``
+(:mod:`.export`, dense ops only); otherwise the ``backend`` argument, else the
+innermost :func:`na_backend` context, else the first available entry of
+:data:`~.backends.DEFAULT_ORDER` for the inputs' device. A backend that cannot
+run on this machine after all (e.g. a kernel that does not compile for this
+GPU) raises :class:`~.backends.BackendError`; a backend chosen by default is
+then replaced by the next one, with one warning.
 """
 import contextlib
 import contextvars
 import importlib
-import types
 import warnings
 
 import torch
 
-#: name -> module (a path relative to this package, imported when first used, or a
-#: module-like object) holding ``na2d_<name>`` and ``is_available``.
-_BACKENDS = {
-    'csr': '.csr',
-    'triton': '.triton_na',
-    'export': '.export',
-}
-
-#: Backends tried, in order, when none is chosen; by device type ('*': any other).
-DEFAULT_ORDER = {
-    'cpu': ('csr',),
-    'cuda': ('triton', 'csr'),
-    '*': ('csr',),
-}
+from .backends import BACKENDS, DEFAULT_ORDER, BackendError
 
 _chosen_backend = contextvars.ContextVar('nat_mm_na_backend', default=None)
 _failed = set()     # (backend, device type): raised BackendError once, skipped since
 
 
-class BackendError(RuntimeError):
-    """A backend cannot run these inputs on this machine (not a user error)."""
-
-
-def register_backend(name, function, is_available=lambda device_type: True):
-    """Add backend ``name`` computing ``function(query, key, value, kernel_size,
-    dilation, rpb, scale, dropout_p)`` (used by the tools, e.g. FLOP counting
-    and the attention-free floor of the benchmark); choose it with
-    :func:`na_backend`. It is never a default."""
-    _BACKENDS[name] = types.SimpleNamespace(
-        **{f'na2d_{name}': function, 'is_available': is_available})
-
-
 def _backend_module(name):
-    entry = _BACKENDS[name]
+    entry = BACKENDS[name]
     return importlib.import_module(entry, __package__) if isinstance(entry, str) else entry
 
 
@@ -81,17 +47,17 @@ def available_backends(device=None):
     device_type = _device_type(device)
     types = [device_type] if device_type else ['cpu'] + (
         ['cuda'] if torch.cuda.is_available() else [])
-    return tuple(name for name in _BACKENDS
+    return tuple(name for name in BACKENDS
                  if any(_backend_module(name).is_available(t) for t in types))
 
 
 def _check_backend_name(name, device_type=None):
-    if name not in _BACKENDS or name not in available_backends(device_type):
+    if name not in BACKENDS or name not in available_backends(device_type):
         where = f' on {device_type}' if device_type else ''
-        state = f'not available{where or " here"}' if name in _BACKENDS else 'unknown'
+        state = f'not available{where or " here"}' if name in BACKENDS else 'unknown'
         raise ValueError(
             f'na2d: backend {name!r} is {state}; available{where}: '
-            f'{list(available_backends(device_type))} (all backends: {list(_BACKENDS)})')
+            f'{list(available_backends(device_type))} (all backends: {list(BACKENDS)})')
 
 
 @contextlib.contextmanager

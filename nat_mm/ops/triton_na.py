@@ -53,6 +53,7 @@ import os
 import torch
 from torch.utils._python_dispatch import _disable_current_modes
 
+from .backends import BackendError
 from .common import dropout_seed
 
 try:
@@ -431,7 +432,6 @@ def _launch(kernel, grid, *args, **meta):
         else:
             kernel[grid](*args, **meta)
     except _COMPILE_ERRORS as err:
-        from .functional import BackendError
         raise BackendError(f'triton: {kernel.__name__} failed to compile on this device: '
                            f'{type(err).__name__}: {err}') from err
 

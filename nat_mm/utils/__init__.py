@@ -1,3 +1,3 @@
-from .checkpoint_compat import allow_mmengine_checkpoints, mmengine_checkpoint_globals
+from .torch_load import allow_mmengine_checkpoints, mmengine_checkpoint_globals
 
 __all__ = ['allow_mmengine_checkpoints', 'mmengine_checkpoint_globals']

@@ -157,7 +157,7 @@ def test_published_recipe(name):
 
 def test_dinat_configs_name_the_presets_nat_resolves():
     """The named dilations of every DiNAT config are the published lists of its size."""
-    from nat_mm.models.backbones.dilations import resolve_dilations
+    from nat_mm.models.presets import resolve_dilations
     depths = {'mini': (3, 4, 6, 5), 'tiny': (3, 4, 18, 5), 'small': (3, 4, 18, 5),
               'base': (3, 4, 18, 5), 'large': (3, 4, 18, 5)}
     for name, expected in PUBLISHED.items():

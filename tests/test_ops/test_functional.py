@@ -7,7 +7,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from nat_mm.ops import (BackendError, NeighborhoodAttention2D, available_backends, na2d,
                         na2d_reference, na_backend)
-from nat_mm.ops import functional
+from nat_mm.ops import backends, functional
 from nat_mm.ops.reference import window_1d
 from na_testing import assert_matches_reference, make_qkv, make_rpb
 
@@ -173,10 +173,10 @@ def extra_backend(monkeypatch):
     """Registers a recording backend ``name`` into the seam for one test."""
     def register(name, error=None, first=False):
         module = _Recorder(name, error)
-        monkeypatch.setitem(functional._BACKENDS, name, module)
+        monkeypatch.setitem(backends.BACKENDS, name, module)
         if first:
-            monkeypatch.setitem(functional.DEFAULT_ORDER, 'cpu',
-                                (name, *functional.DEFAULT_ORDER['cpu']))
+            monkeypatch.setitem(backends.DEFAULT_ORDER, 'cpu',
+                                (name, *backends.DEFAULT_ORDER['cpu']))
         monkeypatch.setattr(functional, '_failed', set())
         return module
     return register
@@ -184,7 +184,7 @@ def extra_backend(monkeypatch):
 
 def test_cpu_defaults_to_csr_and_lists_it():
     assert 'csr' in available_backends('cpu')
-    assert functional.DEFAULT_ORDER['cpu'][0] == 'csr'
+    assert backends.DEFAULT_ORDER['cpu'][0] == 'csr'
     assert set(available_backends()) >= set(available_backends('cpu'))
 
 

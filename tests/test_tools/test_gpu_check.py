@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nat_mm.models.backbones.nat import ARCH_SETTINGS
+from nat_mm.models.presets import ARCH_SETTINGS
 from nat_mm.ops import na2d
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,7 +12,7 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
-from nat_mm.engine import check_dataset_paths
+from nat_mm.launch import check_dataset_paths
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SEG_DEMO = str(REPO_ROOT / 'configs' / 'demo' / 'upernet_nat_demo.py')

@@ -28,7 +28,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from nat_mm.deploy import (OnnxModel, build_deploy_model, export_onnx,  # noqa: E402
-                           max_differences, random_image, time_side_by_side)
+                           max_differences, random_image)
+from nat_mm.utils.profiling import interleaved_medians  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -87,8 +88,8 @@ def main(argv=None):
             with torch.no_grad():
                 deploy.module(image)
 
-        times = time_side_by_side({'eager': eager, 'onnxrt': lambda: session(image)},
-                                  repeats=args.repeats)
+        times = interleaved_medians({'eager': eager, 'onnxrt': lambda: session(image)},
+                                    args.repeats)
         print(f'{height:>5}x{width:<5} | {abs_diff:12.3e} {rel_diff:12.3e} | '
               f'{times["eager"]:8.3f}s {times["onnxrt"]:8.3f}s '
               f'{times["onnxrt"] / times["eager"]:8.2f}x')

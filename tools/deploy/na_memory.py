@@ -2,7 +2,7 @@
 
 Runs in this process one ``na2d`` call (no grad) of the given backend on random
 (1, heads, H, W, head_dim) inputs after a small warm-up call, and prints the peak
-resident-set growth (``ru_maxrss`` minus the RSS before the call). Run it once per
+resident-set growth (:func:`nat_mm.utils.profiling.peak_memory`). Run it once per
 backend, each in a fresh process, as the README's numbers were:
 
     for b in export csr reference; do python tools/deploy/na_memory.py $b; done
@@ -10,8 +10,6 @@ backend, each in a fresh process, as the README's numbers were:
 Default: NAT-T's first stage at 800x1344 (200x336 map, 2 heads, head_dim 32, kernel 7).
 """
 import argparse
-import os
-import resource
 import sys
 from pathlib import Path
 
@@ -19,12 +17,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from nat_mm.ops import na2d, na2d_reference  # noqa: E402
-
-
-def resident_bytes():
-    """This process's resident set now (Linux: /proc/self/statm)."""
-    with open('/proc/self/statm') as statm:
-        return int(statm.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+from nat_mm.utils.profiling import peak_memory  # noqa: E402
 
 
 def main(argv=None):
@@ -49,10 +42,8 @@ def main(argv=None):
             return na2d(*tensors, k, 1, rpb, backend=args.backend)
     with torch.no_grad():
         call(small, small, small)                       # warm-up: allocator, kernels
-        before = resident_bytes()
-        call(query, key, value)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024   # KiB on Linux
-    print(f'{args.backend}: {(peak - before) / 2 ** 20:.0f} MB peak extra RSS, map '
+        peak = peak_memory(lambda: call(query, key, value))
+    print(f'{args.backend}: {peak / 2 ** 20:.0f} MB peak extra RSS, map '
           f'{args.map[0]}x{args.map[1]}, {args.heads} heads, head_dim {args.head_dim}, kernel {k}')
 
 

@@ -3,7 +3,7 @@
 Module and parameter names follow the official classification checkpoints
 (``patch_embed``, ``levels.{i}.blocks.{j}``, ``levels.{i}.downsample``), so the
 published weights load after dropping the classification ``norm`` and
-``head`` (see :mod:`nat_mm.models.checkpoint`). The detection/segmentation
+``head`` (see :mod:`nat_mm.models.weight_conversion`). The detection/segmentation
 backbone adds one output LayerNorm ``norm{i}`` per returned level.
 
 Inside the network features are channels-last (B, H, W, C); the outputs are
@@ -18,24 +18,9 @@ from torch.utils import checkpoint as activation_checkpoint
 
 from ...ops import NeighborhoodAttention2D
 from ...ops.gelu_linear import gelu_linear
-from ..checkpoint import load_pretrained
-from .dilations import resolve_dilations
+from ..presets import ARCH_SETTINGS, resolve_dilations
+from ..weight_conversion import load_pretrained
 
-#: Published settings. ``drop_path_rate`` is the ImageNet-1k training value.
-ARCH_SETTINGS = {
-    'mini': dict(embed_dim=64, depths=(3, 4, 6, 5), num_heads=(2, 4, 8, 16), mlp_ratio=3.,
-                 drop_path_rate=0.2, layer_scale=None),
-    'tiny': dict(embed_dim=64, depths=(3, 4, 18, 5), num_heads=(2, 4, 8, 16), mlp_ratio=3.,
-                 drop_path_rate=0.2, layer_scale=None),
-    'small': dict(embed_dim=96, depths=(3, 4, 18, 5), num_heads=(3, 6, 12, 24), mlp_ratio=2.,
-                  drop_path_rate=0.3, layer_scale=1e-5),
-    'base': dict(embed_dim=128, depths=(3, 4, 18, 5), num_heads=(4, 8, 16, 32), mlp_ratio=2.,
-                 drop_path_rate=0.5, layer_scale=1e-5),
-    # DiNAT-L (there is no NAT-L): pretrained on ImageNet-22k, published without layer
-    # scale; its drop path here is that of its UperNet and Mask2Former configs.
-    'large': dict(embed_dim=192, depths=(3, 4, 18, 5), num_heads=(6, 12, 24, 48), mlp_ratio=2.,
-                  drop_path_rate=0.3, layer_scale=None),
-}
 _REQUIRED_ARCH_KEYS = ('embed_dim', 'depths', 'num_heads', 'mlp_ratio')
 _OPTIONAL_ARCH_DEFAULTS = dict(drop_path_rate=0., layer_scale=None)
 #: Keys of a ``dict(type='Pretrained', ...)`` init_cfg, passed to :func:`load_pretrained`.
@@ -282,7 +267,7 @@ class NAT(BaseModule):
         dilations: None (all 1, i.e. NAT), one list per stage with one
             dilation per layer (DiNAT), or the name of a published set
             ('224', 'det', 'seg', 'seg_large', 'm2f'; see
-            :mod:`nat_mm.models.backbones.dilations`).
+            :mod:`nat_mm.models.presets`).
         qkv_bias: bias in the attention's qkv projection.
         qk_scale: attention logit scale, default head_dim ** -0.5.
         drop_rate: dropout after the attention projection and in the MLP.
@@ -301,7 +286,7 @@ class NAT(BaseModule):
             ``dict(type='Pretrained', checkpoint=PATH)`` for an official NAT
             classification checkpoint or a converted backbone checkpoint
             (optional keys: prefix, map_location, strict; see
-            :func:`~nat_mm.models.checkpoint.load_pretrained`).
+            :func:`~nat_mm.models.weight_conversion.load_pretrained`).
         kwargs: none is accepted; a ValueError names them (and, for
             SwinTransformer's arguments, gives the ``_delete_=True`` fix).
 
@@ -414,7 +399,7 @@ class NAT(BaseModule):
         layer-scale gammas ``layer_scale``; convolutions keep PyTorch's default
         init (kaiming-uniform). A ``Pretrained`` init_cfg then loads and
         converts the checkpoint with
-        :func:`nat_mm.models.checkpoint.load_pretrained`; other init_cfg
+        :func:`nat_mm.models.weight_conversion.load_pretrained`; other init_cfg
         entries are applied by MMEngine.
         """
         init_cfgs = self.init_cfg or []

@@ -1,8 +1,12 @@
-"""Named DiNAT dilation presets: the published lists, the mini variants, and bad input."""
+"""Presets: the named DiNAT dilation sets (published lists, mini variants, bad input)
+and the published checkpoints."""
+import re
+from pathlib import Path
+
 import pytest
 
 from nat_mm import NAT
-from nat_mm.models.backbones import dilations as presets
+from nat_mm.models import presets
 
 #: The published lists, written out as the official configs give them (NAT_ZOO.md).
 PUBLISHED = {
@@ -81,3 +85,20 @@ def test_list_that_does_not_match_the_depths():
     """A tiny/large list given to mini (stage 3 has 6 layers, not 18)."""
     with pytest.raises(ValueError, match=r'dilations\[2\].*stage 2 \(depth 6\), got length 18'):
         NAT(arch='mini', dilations=presets.DILATIONS_DET)
+
+
+def test_every_config_loads_a_published_checkpoint_of_its_arch():
+    """The checkpoint file each config names is in PUBLISHED_CHECKPOINTS, with the arch the
+    config builds (read from the config files' text: the configs need mmdet/mmseg)."""
+    configs = Path(__file__).resolve().parents[2] / 'configs'
+    files = {entry['file']: entry for entry in presets.PUBLISHED_CHECKPOINTS.values()}
+    named = 0
+    for config in sorted(configs.glob('*.py')):
+        for file in re.findall(r"checkpoint='checkpoints/([\w.]+)'", config.read_text()):
+            assert file in files, f'{config.name}: {file} is not a published checkpoint'
+            size = re.search(r'_(mini|tiny|small|base|large)_', config.name)[1]
+            assert files[file]['arch'] == size, config.name
+            named += 1
+    assert named >= 20
+    assert all(entry['arch'] in presets.ARCH_SETTINGS
+               for entry in presets.PUBLISHED_CHECKPOINTS.values())

@@ -6,7 +6,7 @@ import torch
 import torch.distributed as dist
 from mmengine.config import Config
 
-from nat_mm.engine import (adapt_config_to_device, check_dataset_paths, init_distributed,
+from nat_mm.launch import (adapt_config_to_device, check_dataset_paths, init_distributed,
                            shutdown_distributed)
 
 needs_cpu_only = pytest.mark.skipif(torch.cuda.is_available(),

@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from mmengine.logging import print_log
 
+from .presets import ARCH_SETTINGS, HOW_TO_GET_CHECKPOINTS
+
 #: Keys of the classifier that the backbone does not have.
 CLASSIFICATION_ONLY_PREFIXES = ('head.', 'norm.')
 #: Prefixes added by wrappers, stripped from every key.
@@ -38,12 +40,6 @@ BACKBONE_PREFIX = 'backbone.'
 #: Output norms of the dense-prediction backbone: absent from classification checkpoints.
 OUTPUT_NORM_KEY = re.compile(r'^norm\d+\.')
 
-HOW_TO_GET_CHECKPOINTS = (
-    'Download the published classification checkpoints (nat_{mini,tiny,small,base}.pth, '
-    'dinat_{mini,tiny,small,base}_in1k_224.pth, dinat_large_in22k_224.pth) from the official '
-    'Neighborhood Attention Transformer project (SHI-Labs/Neighborhood-Attention-Transformer, '
-    'classification checkpoints) and put them under checkpoints/, or train from scratch with '
-    '--cfg-options model.backbone.init_cfg=None')
 #: The checkpoint tensor whose first dimension is the model's embed_dim C.
 WIDTH_KEY = 'patch_embed.proj.1.weight'
 
@@ -242,7 +238,6 @@ def _check_width(state_dict, model_state, source):
     ckpt_width, model_width = state_dict[WIDTH_KEY].shape[0], model_state[WIDTH_KEY].shape[0]
     if ckpt_width == model_width:
         return
-    from .backbones.nat import ARCH_SETTINGS  # here: nat.py imports this module
     archs = [name for name, settings in ARCH_SETTINGS.items()
              if settings['embed_dim'] == ckpt_width]
     hint = (f"arch {' or '.join(repr(a) for a in archs)} has that width" if archs

@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 
 import nat_mm  # noqa: F401  (importing nat_mm installs the allow-list)
 from nat_mm.utils import allow_mmengine_checkpoints, mmengine_checkpoint_globals
-from nat_mm.utils.checkpoint_compat import HISTORY_BUFFER_STATISTICS
+from nat_mm.utils.torch_load import HISTORY_BUFFER_STATISTICS
 
 ITERS_BEFORE_RESUME = 4
 TOTAL_ITERS = 8

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from nat_mm import NAT
-from nat_mm.models import checkpoint_filter_fn, load_pretrained
+from nat_mm.models import PUBLISHED_CHECKPOINTS, checkpoint_filter_fn, load_pretrained
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -250,8 +250,8 @@ def test_missing_checkpoint_file_explains_how_to_get_it(tmp_path):
         model.init_weights()
     message = str(error.value)
     assert str(path) in message
-    assert 'nat_{mini,tiny,small,base}.pth' in message and 'checkpoints/' in message
-    assert 'dinat_large_in22k_224.pth' in message
+    assert all(entry['file'] in message for entry in PUBLISHED_CHECKPOINTS.values())
+    assert 'checkpoints/' in message and 'SHI-Labs/Neighborhood-Attention-Transformer' in message
     assert 'model.backbone.init_cfg=None' in message
 
 
