@@ -20,10 +20,10 @@ test: setup
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
 bench: setup
-	$(PY) tools/benchmark_na.py
+	$(PY) tools/analysis_tools/benchmark_na.py
 
 bench-backbone: setup
-	$(PY) tools/benchmark.py
+	$(PY) tools/analysis_tools/benchmark_backbone.py
 
 flops: setup
-	$(PY) tools/get_flops.py configs/upernet_nat_tiny_ade20k.py
+	$(PY) tools/analysis_tools/get_flops.py configs/upernet_nat_tiny_ade20k.py

@@ -4,7 +4,7 @@
 # neck and heads, a few epochs, no pretrained file, fp32, a small validation set.
 _base_ = '../mask_rcnn_nat_mini_coco.py'
 
-# Arguments of nat_mm.datasets.generate_coco_like (tools/demo.py, tools/make_demo_data.py).
+# Arguments of nat_mm.datasets.generate_coco_like (tools/demo.py, tools/misc/make_demo_data.py).
 demo_data = dict(num_train=64, num_val=16, image_size=(128, 160), max_shapes=5, seed=0)
 data_root = 'data/demo_coco/'
 metainfo = dict(

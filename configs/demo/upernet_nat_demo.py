@@ -4,7 +4,7 @@
 # heads, a few hundred iterations, no pretrained file, fp32, a small validation set.
 _base_ = '../upernet_nat_mini_ade20k.py'
 
-# Arguments of nat_mm.datasets.generate_ade20k_like (tools/demo.py, tools/make_demo_data.py).
+# Arguments of nat_mm.datasets.generate_ade20k_like (tools/demo.py, tools/misc/make_demo_data.py).
 demo_data = dict(num_train=96, num_val=32, image_size=(128, 128), max_shapes=5, seed=0)
 data_root = 'data/demo_ade'
 # Label 0 of the synthetic maps is the unlabeled outline of each shape (ignored).

@@ -167,7 +167,7 @@ def _resize_rpb_tables(state_dict, model_state):
                 f"to the model's {tuple(target.shape)} (kernel {(target.shape[-1] + 1) // 2}), "
                 'because a relative position bias table must be (heads, 2K-1, 2K-1) with an odd '
                 'square size. Use a checkpoint of NAT/DiNAT classification weights (any kernel '
-                'size) or one converted with tools/convert_checkpoint.py')
+                'size) or one converted with tools/model_converters/nat2mm.py')
         state_dict[key] = resize_rpb(value, (target.shape[-1] + 1) // 2)
         resized[(value.shape[-1], target.shape[-1])] += 1
     return resized

@@ -21,7 +21,8 @@ logits of the queries whose window holds it); one softmax over the halo
 (``(TILE + K - 1)^2`` logits per query, K*K of them finite: 100 for 49 at
 K = 7, TILE = 4); one matmul with the value halo. Peak extra memory: the
 key or value halos, the logits and the rpb term. At NAT-T's first stage at
-800x1344 (200x336 map, 2 heads, one call; ``tools/deploy/na_memory.py``):
+800x1344 (200x336 map, 2 heads, one call; the fwd memory of
+``tools/analysis_tools/benchmark_na.py --backend export``):
 434 MB peak extra RSS, against 325 MB for the earlier row-by-row formulation
 and 1686 MB for the K*K-gather reference. TILE = 4 is the fastest in ONNX
 Runtime (CPU, kernel 7, stage-1 and stage-3 shapes: 29.8 / 9.8 ms against

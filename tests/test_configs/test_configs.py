@@ -43,7 +43,6 @@ def _dinat(arch, drop_path, params_m, dilations, layer_scale=ARCH_DEFAULT, **kwa
     return _variant(arch, drop_path, params_m, checkpoint, dilations, layer_scale, **kwargs)
 
 
-DINAT_CHECKPOINT = 'checkpoints/dinat_tiny_in1k_224.pth'
 #: Published NAT / DiNAT settings and model sizes (NAT and DiNAT papers, official
 #: repository); DiNAT has the parameters of NAT of its size (dilation adds none).
 PUBLISHED = {
@@ -51,7 +50,7 @@ PUBLISHED = {
     'upernet_nat_tiny_ade20k': _variant('tiny', 0.3, 58),
     'upernet_nat_small_ade20k': _variant('small', 0.5, 82),
     'upernet_nat_base_ade20k': _variant('base', 0.5, 123),
-    'upernet_dinat_tiny_ade20k': _variant('tiny', 0.3, 58, DINAT_CHECKPOINT, DINAT_ADE),
+    'upernet_dinat_tiny_ade20k': _dinat('tiny', 0.3, 58, 'seg'),
     'upernet_dinat_mini_ade20k': _dinat('mini', 0.2, 50, 'seg'),
     'upernet_dinat_small_ade20k': _dinat('small', 0.5, 82, 'seg', layer_scale=False),
     'upernet_dinat_base_ade20k': _dinat('base', 0.5, 123, 'seg', layer_scale=1e-5),
@@ -60,14 +59,14 @@ PUBLISHED = {
     'mask_rcnn_nat_mini_coco': _variant('mini', 0.2, 40),
     'mask_rcnn_nat_tiny_coco': _variant('tiny', 0.2, 48),
     'mask_rcnn_nat_small_coco': _variant('small', 0.35, 70),
-    'mask_rcnn_dinat_tiny_coco': _variant('tiny', 0.2, 48, DINAT_CHECKPOINT, DINAT_COCO),
+    'mask_rcnn_dinat_tiny_coco': _dinat('tiny', 0.2, 48, 'det'),
     'mask_rcnn_dinat_mini_coco': _dinat('mini', 0.2, 40, 'det'),
     'mask_rcnn_dinat_small_coco': _dinat('small', 0.35, 70, 'det', layer_scale=False),
     'cascade_mask_rcnn_nat_mini_coco': _variant('mini', 0.2, 77),
     'cascade_mask_rcnn_nat_tiny_coco': _variant('tiny', 0.3, 85),
     'cascade_mask_rcnn_nat_small_coco': _variant('small', 0.3, 108),
     'cascade_mask_rcnn_nat_base_coco': _variant('base', 0.5, 147),
-    'cascade_mask_rcnn_dinat_tiny_coco': _variant('tiny', 0.3, 85, DINAT_CHECKPOINT, DINAT_COCO),
+    'cascade_mask_rcnn_dinat_tiny_coco': _dinat('tiny', 0.3, 85, 'det'),
     'cascade_mask_rcnn_dinat_mini_coco': _dinat('mini', 0.2, 77, 'det'),
     'cascade_mask_rcnn_dinat_small_coco': _dinat('small', 0.5, 108, 'det', layer_scale=False),
     'cascade_mask_rcnn_dinat_base_coco': _dinat('base', 0.6, 147, 'det', layer_scale=1e-5,
@@ -164,6 +163,9 @@ def test_dinat_configs_name_the_presets_nat_resolves():
         if isinstance(expected['dilations'], str):
             lists = resolve_dilations(expected['dilations'], depths[expected['arch']])
             assert [len(stage) for stage in lists] == list(depths[expected['arch']]), name
+    # the lists the DiNAT-Tiny configs spelled out before they named the presets
+    assert resolve_dilations('det', depths['tiny']) == DINAT_COCO
+    assert resolve_dilations('seg', depths['tiny']) == DINAT_ADE
 
 
 @pytest.mark.parametrize('name', sorted(MASK2FORMER))

@@ -1,13 +1,12 @@
-"""MACs of the zoo from tools/get_flops.py against the published ones (within 3%).
+"""MACs of the zoo from tools/analysis_tools/get_flops.py against the published ones (within 3%).
 
 Counting runs the model once, so only representative cases run here: the DiNAT-L
 classifier at 224 (the one published DiNAT-L cost a small input reproduces), a whole
 detector, Mask R-CNN DiNAT-Mini at 1280x800, the DiNAT-L detector and segmentor through the
 tool's command line (its default input sizes), and Mask2Former DiNAT-L through both
 libraries' heads (mmdet's panoptic_head, mmseg's decode head) at 800x800. Every config's count
-is in the README (`python tools/get_flops.py CONFIG`, 10-50 s each).
+is in the README (`python tools/analysis_tools/get_flops.py CONFIG`, 10-50 s each).
 """
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -17,12 +16,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope='module')
-def get_flops():
-    spec = importlib.util.spec_from_file_location('tools_get_flops',
-                                                  REPO_ROOT / 'tools' / 'get_flops.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def get_flops(load_tool):
+    return load_tool('analysis_tools/get_flops')
 
 
 def test_dinat_large_classifier_macs_and_params(get_flops):

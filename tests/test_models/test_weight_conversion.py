@@ -1,5 +1,4 @@
 """Tests of loading official NAT checkpoints (layout from the official classification models)."""
-import importlib.util
 import logging
 import os
 import subprocess
@@ -13,6 +12,8 @@ from nat_mm import NAT
 from nat_mm.models import PUBLISHED_CHECKPOINTS, checkpoint_filter_fn, load_pretrained
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+#: The checkpoint converter, as the tool fixtures name it.
+CONVERTER = 'model_converters/nat2mm'
 
 #: Official settings: C, depths, heads, mlp_ratio, layer scale.
 OFFICIAL = {
@@ -291,16 +292,15 @@ def test_not_a_state_dict_is_refused(tmp_path):
         NAT(arch=SMALL_ARCH, init_cfg=pretrained(path)).init_weights()
 
 
-def run_converter(*args):
+def run_converter(tool_path, *args):
     env = dict(os.environ, PYTHONPATH=REPO_ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
-    script = os.path.join(REPO_ROOT, 'tools', 'convert_checkpoint.py')
-    return subprocess.run([sys.executable, script, *map(str, args)], capture_output=True,
-                          text=True, env=env, timeout=300)
+    return subprocess.run([sys.executable, tool_path(CONVERTER), *map(str, args)],
+                          capture_output=True, text=True, env=env, timeout=300)
 
 
-def test_convert_checkpoint_cli_round_trip(tmp_path, mini_official, mini_path):
+def test_convert_checkpoint_cli_round_trip(tmp_path, mini_official, mini_path, tool_path):
     src, dst = mini_path, tmp_path / 'out' / 'nat_mini_backbone.pth'
-    result = run_converter(src, dst, '--arch', 'mini')
+    result = run_converter(tool_path, src, dst, '--arch', 'mini')
     assert result.returncode == 0, result.stderr
     assert '249 backbone tensors' in result.stdout
     saved = torch.load(dst)
@@ -311,11 +311,8 @@ def test_convert_checkpoint_cli_round_trip(tmp_path, mini_official, mini_path):
     assert_loaded(model, mini_official)
 
 
-def test_convert_checkpoint_cli_refuses_other_arch(tmp_path, mini_path):
-    spec = importlib.util.spec_from_file_location(
-        'convert_checkpoint', os.path.join(REPO_ROOT, 'tools', 'convert_checkpoint.py'))
-    converter = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(converter)
+def test_convert_checkpoint_cli_refuses_other_arch(tmp_path, mini_path, load_tool):
+    converter = load_tool(CONVERTER)
     dst = tmp_path / 'nat_tiny_backbone.pth'
     with pytest.raises(SystemExit) as error:
         converter.main([str(mini_path), str(dst), '--arch', 'tiny'])
@@ -395,20 +392,14 @@ def test_rpb_that_cannot_be_resized_is_refused(mini_official, shape):
         checkpoint_filter_fn(broken, model)
 
 
-def _converter():
-    spec = importlib.util.spec_from_file_location(
-        'convert_checkpoint', os.path.join(REPO_ROOT, 'tools', 'convert_checkpoint.py'))
-    converter = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(converter)
-    return converter
 
-
-def test_convert_checkpoint_cli_dinat_large_kernel_11(tmp_path, large_in22k_path, capsys):
+def test_convert_checkpoint_cli_dinat_large_kernel_11(tmp_path, large_in22k_path, capsys,
+                                                    load_tool):
     official, src = large_in22k_path
     dst = tmp_path / 'dinat_large_k11.pth'
     records, detach = _log_records()
     try:
-        _converter().main([str(src), str(dst), '--arch', 'large', '--kernel-size', '11'])
+        load_tool(CONVERTER).main([str(src), str(dst), '--arch', 'large', '--kernel-size', '11'])
     finally:
         detach()
     assert sum('resized 30 relative position bias tables' in message for message in records) == 1
@@ -422,9 +413,9 @@ def test_convert_checkpoint_cli_dinat_large_kernel_11(tmp_path, large_in22k_path
     torch.testing.assert_close(rpb, expected)
 
 
-def test_convert_checkpoint_cli_refuses_other_width(tmp_path, mini_path):
+def test_convert_checkpoint_cli_refuses_other_width(tmp_path, mini_path, load_tool):
     dst = tmp_path / 'out.pth'
     with pytest.raises(SystemExit) as error:
-        _converter().main([str(mini_path), str(dst), '--arch', 'small'])
+        load_tool(CONVERTER).main([str(mini_path), str(dst), '--arch', 'small'])
     assert "its embed_dim is 64" in str(error.value) and "the model's is 96" in str(error.value)
     assert not dst.exists()

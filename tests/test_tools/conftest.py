@@ -1,27 +1,11 @@
-"""Shared by the tests of tools/: loading a script as a module, tiny generated datasets."""
-import importlib.util
+"""Shared by the tests of tools/: tiny generated datasets, demo options, training logs.
+(Loading a tool: the ``load_tool`` and ``tool_path`` fixtures of tests/conftest.py.)"""
 import re
 from pathlib import Path
 
 import pytest
 
 from nat_mm.datasets import generate_ade20k_like, generate_coco_like
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def _load_tool(name):
-    spec = importlib.util.spec_from_file_location(f"tools_{name.replace('/', '_')}",
-                                                  REPO_ROOT / 'tools' / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope='session')
-def load_tool():
-    """Function: tools/<name>.py as a module (tools/ is not a package)."""
-    return _load_tool
 
 
 @pytest.fixture(scope='session')

@@ -70,7 +70,7 @@ def test_test_tool_evaluates_the_demo_checkpoint(demo_run, load_tool):
 
 
 def test_make_demo_data(tmp_path, load_tool):
-    make_demo_data = load_tool('make_demo_data')
+    make_demo_data = load_tool('misc/make_demo_data')
     config = load_tool('demo').DEMO_CONFIGS['det']
     make_demo_data.main([config, '--out', str(tmp_path / 'coco'), '--num-train', '3',
                          '--num-val', '1', '--size', '48', '64'])

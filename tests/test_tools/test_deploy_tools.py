@@ -1,12 +1,10 @@
-"""tools/deploy/: export_onnx.py on a segmentor and a detector (dynamic height and width),
+"""tools/deployment/: export_onnx.py on a segmentor and a detector (dynamic height and width),
 onnx_seg_demo.py against MMSegmentation's own inference.
 
 Each export runs once (module-scoped fixtures; a minute or more on 2 cores). The models are
 the demo configs with a narrow backbone, random weights saved as a checkpoint, so that the
 tool, ONNX Runtime and mmseg all run the same model.
 """
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +50,7 @@ def _export(task, root, load_tool):
     torch.save({'state_dict': model.state_dict(), 'meta': {}}, checkpoint)
     sizes = SIZES[task]
     checks = [arg for size in sizes[1:] for arg in ('--check-shape', *map(str, size))]
-    result = load_tool('deploy/export_onnx').main([
+    result = load_tool('deployment/export_onnx').main([
         config, str(checkpoint), '--shape', *map(str, sizes[0]), '--dynamic', *checks,
         '--out', str(root / f'{task}.onnx'), '--repeats', '1'])
     return config, checkpoint, result
@@ -101,7 +99,7 @@ def test_onnx_seg_demo_agrees_with_mmseg_inference(seg_export, tmp_path, load_to
     image_path = tmp_path / 'image.png'
     image.save(image_path)
     out = tmp_path / 'seg.png'
-    load_tool('deploy/onnx_seg_demo').main([str(result['out']), str(image_path),
+    load_tool('deployment/onnx_seg_demo').main([str(result['out']), str(image_path),
                                             '--out', str(out)])
 
     cfg = Config.fromfile(config)
@@ -121,7 +119,7 @@ def test_onnx_seg_demo_agrees_with_mmseg_inference(seg_export, tmp_path, load_to
 
 def test_a_static_segmentor_export_refuses_check_shapes(load_tool):
     with pytest.raises(SystemExit, match='--check-shape needs --dynamic'):
-        load_tool('deploy/export_onnx').main([str(REPO_ROOT / NARROW['seg'][0]),
+        load_tool('deployment/export_onnx').main([str(REPO_ROOT / NARROW['seg'][0]),
                                               '--shape', '64', '64',
                                               '--check-shape', '96', '96'])
 
@@ -131,20 +129,5 @@ def test_onnx_seg_demo_refuses_a_detector_file(det_export, tmp_path, load_tool):
     image_path = tmp_path / 'image.png'
     Image.new('RGB', (64, 48)).save(image_path)
     with pytest.raises(ValueError, match='no nat_mm segmentation metadata.*segmentation config'):
-        load_tool('deploy/onnx_seg_demo').main([str(result['out']), str(image_path),
+        load_tool('deployment/onnx_seg_demo').main([str(result['out']), str(image_path),
                                                 '--out', str(tmp_path / 'x.png')])
-
-
-def test_na_memory_measures_the_reference_k_squared_copies():
-    """In a fresh process (ru_maxrss is a lifetime peak). Independent check:
-    the gather reference copies keys and values K*K times, 2 * 49 * (output size) here.
-    (No upper bound: under memory pressure the kernel reclaims pages before the call, which
-    inflates any RSS growth; the README's numbers come from a quiet machine.)"""
-    output_mb = 2 * 64 * 64 * 32 * 4 / 2 ** 20        # (1, 2, 64, 64, 32) float32: 1 MB
-    result = subprocess.run(
-        [sys.executable, str(REPO_ROOT / 'tools' / 'deploy' / 'na_memory.py'), 'reference',
-         '--map', '64', '64', '--heads', '2'],
-        capture_output=True, text=True, timeout=300, check=True)
-    line = result.stdout.strip().splitlines()[-1]
-    assert line.startswith('reference: ') and 'map 64x64, 2 heads, head_dim 32' in line
-    assert int(line.split()[1]) >= 0.9 * 2 * 49 * output_mb

@@ -1,28 +1,19 @@
-"""tools/get_flops.py counts the neighbourhood attention and matches the closed-form cost."""
-import importlib.util
+"""tools/analysis_tools/get_flops.py counts the neighbourhood attention and matches the
+closed-form cost."""
 import math
-from pathlib import Path
 
 import pytest
 import torch
 
 from nat_mm import NAT
 
-TOOLS = Path(__file__).resolve().parents[2] / 'tools'
 #: A small NAT; mlp_ratio 3 as NAT-Mini/Tiny, so an unpadded layer costs 10*N*C^2 + 2*N*K^2*C.
 SMALL_ARCH = dict(embed_dim=32, depths=(1, 1, 2, 1), num_heads=(1, 2, 4, 8), mlp_ratio=3.)
 
 
-def load_tool(name):
-    spec = importlib.util.spec_from_file_location(f'tools_{name}', TOOLS / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope='module')
-def get_flops():
-    return load_tool('get_flops')
+def get_flops(load_tool):
+    return load_tool('analysis_tools/get_flops')
 
 
 def closed_form(arch, kernel_size, height, width):

@@ -1,4 +1,4 @@
-"""tools/gpu_check.py (dry run on this CPU machine, its checks, its arguments) and the CUDA
+"""dev/gpu_check.py (dry run on this CPU machine, its checks, its arguments) and the CUDA
 detection of scripts/setup_env.sh."""
 import json
 import os
@@ -9,24 +9,25 @@ from pathlib import Path
 import pytest
 import torch
 
-from nat_mm.models.presets import ARCH_SETTINGS
+from nat_mm.models.presets import ARCH_SETTINGS, resolve_dilations
 from nat_mm.ops import na2d
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope='module')
-def gpu_check(load_tool):
-    return load_tool('gpu_check')
+def gpu_check(load_dev_script):
+    return load_dev_script('gpu_check')
 
 
 def test_dry_run_writes_the_report(tmp_path):
     """The CPU-capable parts end to end: every section in order, op and backbone checks
-    passed, the benchmarks skipped as asked (their CPU runs take minutes; test_benchmark.py
-    covers them), the demo skipped with its reason."""
+    passed, the benchmarks skipped as asked (their CPU runs take minutes;
+    test_benchmark_na.py and test_benchmark_backbone.py cover them), the demo skipped with
+    its reason."""
     out = tmp_path / 'report'
     # without OpenCV, as on the benchmark GPU machine: `import cv2` raises ImportError
-    argv = [str(ROOT / 'tools' / 'gpu_check.py'), '--dry-run', '--out', str(out),
+    argv = [str(ROOT / 'dev' / 'gpu_check.py'), '--dry-run', '--out', str(out),
             '--skip', 'bench-op', 'bench-backbone']
     script = (f"import runpy, sys; sys.modules['cv2'] = None; sys.argv = {argv!r}; "
               f"runpy.run_path(sys.argv[0], run_name='__main__')")
@@ -105,9 +106,12 @@ def test_packed_inputs_are_views_of_one_qkv_tensor(gpu_check):
     assert rpb.shape == (2, 13, 13) and len(leaves) == 2
 
 
-def test_dinat_dilations_come_from_the_config(gpu_check):
-    dilations = gpu_check.dinat_tiny_dilations()
-    assert [len(stage) for stage in dilations] == list(ARCH_SETTINGS['tiny']['depths'])
+def test_dinat_dilations_are_those_of_the_config(gpu_check):
+    """DiNAT-T is checked with the preset its UperNet config names (read as text: the config
+    needs mmseg to load)."""
+    config = (ROOT / 'configs' / 'upernet_dinat_tiny_ade20k.py').read_text()
+    assert f"dilations='{gpu_check.DINAT_T_DILATIONS}'" in config
+    dilations = resolve_dilations(gpu_check.DINAT_T_DILATIONS, ARCH_SETTINGS['tiny']['depths'])
     assert dilations[0] == [1, 16, 1] and dilations[2] == [1, 2, 1, 3, 1, 4] * 3
 
 

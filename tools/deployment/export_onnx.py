@@ -14,22 +14,19 @@ and width in [32, 4096] (checked at the --shape given and, with
 
 Examples::
 
-    python tools/deploy/export_onnx.py configs/upernet_nat_tiny_ade20k.py --shape 512 512
-    python tools/deploy/export_onnx.py configs/mask_rcnn_nat_tiny_coco.py CKPT --shape 800 1344 \\
-        --dynamic --check-shape 512 683 --out mask_rcnn_nat_tiny.onnx
+    python tools/deployment/export_onnx.py configs/upernet_nat_tiny_ade20k.py --shape 512 512
+    python tools/deployment/export_onnx.py configs/mask_rcnn_nat_tiny_coco.py CKPT \\
+        --shape 800 1344 --dynamic --check-shape 512 683 --out mask_rcnn_nat_tiny.onnx
 """
 import argparse
 import os.path as osp
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from nat_mm.deploy import (OnnxModel, build_deploy_model, export_onnx,  # noqa: E402
+from nat_mm.deploy import (OnnxModel, build_deploy_model, export_onnx,
                            max_differences, random_image)
-from nat_mm.utils.profiling import interleaved_medians  # noqa: E402
+from nat_mm.utils.profiling import interleaved_medians
 
 
 def parse_args(argv=None):

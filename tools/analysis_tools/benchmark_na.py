@@ -1,40 +1,39 @@
 """Benchmark nat_mm's neighbourhood attention against the gather reference.
 
-Prints, side by side and measured in one run, forward time, forward+backward
-time and peak extra memory of the fast path (``nat_mm.na2d``, the device's
-default backend or ``--backend``) and of the legacy gather implementation
-(``nat_mm.na2d_reference``), and their ratios.
+Prints, side by side and measured in one run, the time and the peak extra
+memory of a forward (no grad, as in inference) and of a forward+backward, of
+the fast path (``nat_mm.na2d``, the device's default backend or ``--backend``)
+and of the legacy gather implementation (``nat_mm.na2d_reference``), and their
+ratios.
 
-Times are medians of interleaved repeats and peak memory is that of one
-forward+backward after a warm-up one, both measured by
-:mod:`nat_mm.utils.profiling` (CUDA events and ``max_memory_allocated`` on
-CUDA; on CPU ``time.perf_counter`` and the growth of the peak resident set
-size of a fresh subprocess per (case, implementation) pair, Linux).
-
-Each measurement is one function (``time_case``, ``peak_memory``), and
-``measure_case`` / ``benchmark`` put them together, so that other tools
-(``tools/gpu_check.py``) import them instead of measuring again their own way.
+Times are medians of interleaved repeats and peak memory is that of one call
+after a warm-up one, both measured by :mod:`nat_mm.utils.profiling` (CUDA
+events and ``max_memory_allocated`` on CUDA; on CPU ``time.perf_counter`` and
+the growth of the peak resident set size of a fresh subprocess per (case,
+implementation, mode), Linux; ``--memory-in-process``: in this process,
+quicker but less exact).
 
 Examples::
 
-    python tools/benchmark_na.py
-    python tools/benchmark_na.py --device cuda --dtype bfloat16
-    python tools/benchmark_na.py --device cuda --dtype bfloat16 --backend csr
+    python tools/analysis_tools/benchmark_na.py
+    python tools/analysis_tools/benchmark_na.py --device cuda --dtype bfloat16
+    python tools/analysis_tools/benchmark_na.py --device cuda --dtype bfloat16 --backend csr
+    # inference memory of the export backend at NAT-T's stage 1 at 800x1333
+    python tools/analysis_tools/benchmark_na.py --backend export \
+        --cases 'stage1@800x1333 (B1 h2 200x336)'
 """
 import argparse
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from nat_mm.ops import available_backends, na2d, na2d_reference, na_backend  # noqa: E402
-from nat_mm.ops.backends import DEFAULT_ORDER  # noqa: E402
-from nat_mm.utils.profiling import (device_name, interleaved_medians,  # noqa: E402
-                                    peak_memory_in_fresh_process, timer_name)
-from nat_mm.utils.profiling import peak_memory as measure_peak  # noqa: E402
+from nat_mm.ops import available_backends, na2d, na2d_reference, na_backend
+from nat_mm.ops.backends import DEFAULT_ORDER
+from nat_mm.utils.profiling import (device_name, interleaved_medians,
+                                   peak_memory_in_fresh_process, timer_name)
+from nat_mm.utils.profiling import peak_memory as measure_peak
 
 IMPLEMENTATIONS = {'fast': na2d, 'reference': na2d_reference}
 MODES = ('fwd', 'fwd+bwd')
@@ -84,21 +83,24 @@ def time_case(case, device, dtype, repeats, impls=tuple(IMPLEMENTATIONS)):
                                 for mode in MODES}, repeats, device)
 
 
-def peak_memory_here(impl, case, device, dtype):
-    """Peak bytes of one forward+backward in this process, beyond the inputs."""
+def peak_memory_here(impl, case, device, dtype, mode='fwd+bwd'):
+    """Peak bytes of one call (``mode``: 'fwd' without grad, or 'fwd+bwd') in this
+    process, beyond the inputs, after a warm-up call."""
     inputs = make_inputs(case, device, dtype)
-    run_once(impl, case, inputs, backward=True)          # warm-up
-    return measure_peak(lambda: run_once(impl, case, inputs, backward=True), device)
+    backward = mode == 'fwd+bwd'
+    run_once(impl, case, inputs, backward)
+    return measure_peak(lambda: run_once(impl, case, inputs, backward), device)
 
 
-def peak_memory(impl, case, device, dtype, fresh_process=True, backend=None):
-    """Peak extra bytes of one forward+backward: in this process on CUDA; on CPU in a
-    fresh subprocess (peak RSS is per process), or with ``fresh_process=False`` in this
-    one (quicker; memory freed earlier in this process may be reused unseen)."""
+def peak_memory(impl, case, device, dtype, fresh_process=True, backend=None, mode='fwd+bwd'):
+    """Peak extra bytes of one call (see :func:`peak_memory_here`): in this process on
+    CUDA; on CPU in a fresh subprocess (peak RSS is per process), or with
+    ``fresh_process=False`` in this one (quicker; memory freed earlier in this process may
+    be reused unseen)."""
     if device.type == 'cuda' or not fresh_process:
-        return peak_memory_here(impl, case, device, dtype)
+        return peak_memory_here(impl, case, device, dtype, mode)
     return peak_memory_in_fresh_process(
-        [__file__, '--memory-probe', json.dumps([impl, case]),
+        [__file__, '--memory-probe', json.dumps([impl, case, mode]),
          '--dtype', str(dtype).replace('torch.', '')] + (['--backend', backend] if backend
                                                          else []))
 
@@ -179,12 +181,13 @@ def count_kernels(device):
 
 
 def measure_case(case, device, dtype, repeats, fresh_process=True, backend=None):
-    """{'time': {(impl, mode): s}, 'memory': {impl: bytes}} of one case, the fast path
-    with ``backend`` (None: the device's default)."""
+    """{'time': {(impl, mode): s}, 'memory': {(impl, mode): bytes}} of one case, the fast
+    path with ``backend`` (None: the device's default)."""
     with na_backend(backend):
         return dict(time=time_case(case, device, dtype, repeats),
-                    memory={impl: peak_memory(impl, case, device, dtype, fresh_process, backend)
-                            for impl in IMPLEMENTATIONS})
+                    memory={(impl, mode): peak_memory(impl, case, device, dtype, fresh_process,
+                                                      backend, mode)
+                            for impl in IMPLEMENTATIONS for mode in MODES})
 
 
 def default_backend(device):
@@ -200,11 +203,11 @@ def table_header(device, dtype, repeats, fresh_process=True, backend=None):
     title = (f'neighbourhood attention, kernel 7, head_dim 32, {str(dtype).replace("torch.", "")}, '
              f'{device_name(device)}, torch {torch.__version__}; fast = backend '
              f'{backend or default_backend(device) + " (default)"}; times: median of {repeats} '
-             f'({timer_name(device)}); memory: peak extra '
-             f'of one fwd+bwd{where}')
+             f'({timer_name(device)}); memory: peak extra of one call{where}')
     header = (f'{"case":34s} | {"fwd ref":>8s} {"fwd fast":>8s} {"speedup":>7s} | '
               f'{"f+b ref":>8s} {"f+b fast":>8s} {"speedup":>7s} | '
-              f'{"mem ref":>9s} {"mem fast":>9s} {"ratio":>6s}')
+              f'{"fwd mem ref":>11s} {"fast":>9s} {"ratio":>6s} | '
+              f'{"f+b mem ref":>11s} {"fast":>9s} {"ratio":>6s}')
     return [title, header, '-' * len(header)]
 
 
@@ -213,10 +216,11 @@ def table_row(case, result):
     times, mem = result['time'], result['memory']
     fwd = times[('reference', 'fwd')], times[('fast', 'fwd')]
     both = times[('reference', 'fwd+bwd')], times[('fast', 'fwd+bwd')]
+    memory = ' | '.join(
+        f'{mem[("reference", mode)] / 2**20:9.0f}MB {mem[("fast", mode)] / 2**20:7.0f}MB '
+        f'{mem[("fast", mode)] / max(mem[("reference", mode)], 1):6.3f}' for mode in MODES)
     return (f'{case:34s} | {fwd[0]:7.3f}s {fwd[1]:7.3f}s {fwd[0] / fwd[1]:6.2f}x | '
-            f'{both[0]:7.3f}s {both[1]:7.3f}s {both[0] / both[1]:6.2f}x | '
-            f'{mem["reference"] / 2**20:7.0f}MB {mem["fast"] / 2**20:7.0f}MB '
-            f'{mem["fast"] / max(mem["reference"], 1):6.3f}')
+            f'{both[0]:7.3f}s {both[1]:7.3f}s {both[0] / both[1]:6.2f}x | {memory}')
 
 
 def benchmark(cases, device, dtype, repeats, emit=print, fresh_process=True, backend=None):
@@ -244,6 +248,9 @@ def parse_args(argv=None):
                         help='count ATen ops and Triton launches per fwd+bwd and training step')
     parser.add_argument('--backend', help="the fast path's na2d backend (default: the "
                         "device's first; see nat_mm.ops.available_backends)")
+    parser.add_argument('--memory-in-process', action='store_true',
+                        help='CPU: measure peak memory in this process instead of a fresh '
+                        'one per measurement (quicker, less exact)')
     parser.add_argument('--memory-probe', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.repeats < 1:
@@ -268,12 +275,12 @@ def main(argv=None):
         count_kernels(device)
         return
     if args.memory_probe:
-        impl, case = json.loads(args.memory_probe)
+        impl, case, mode = json.loads(args.memory_probe)
         with na_backend(args.backend):
-            print(peak_memory_here(impl, case, device, dtype))
+            print(peak_memory_here(impl, case, device, dtype, mode))
         return
     benchmark(args.cases, device, dtype, args.repeats, emit=lambda line: print(line, flush=True),
-              backend=args.backend)
+              fresh_process=not args.memory_in_process, backend=args.backend)
 
 
 if __name__ == '__main__':

@@ -31,11 +31,11 @@ batch 2, within 1.0x Swin-T's time and 0.7x its memory.
 
 Examples::
 
-    python tools/benchmark.py                                  # 512x512:2 and 800x1344:1
-    python tools/benchmark.py --shapes 256x256 --repeats 1      # quick smoke run
-    python tools/benchmark.py --device cuda --dtype bfloat16 --repeats 10 \
-        --shapes 512x512:2 800x1344:2                           # the GPU targets
-    python tools/benchmark.py --shapes 512x512:2 --modes train --profile
+    python tools/analysis_tools/benchmark_backbone.py             # 512x512:2 and 800x1344:1
+    python tools/analysis_tools/benchmark_backbone.py --shapes 256x256 --repeats 1   # quick
+    python tools/analysis_tools/benchmark_backbone.py --device cuda --dtype bfloat16 \
+        --repeats 10 --shapes 512x512:2 800x1344:2              # the GPU targets
+    python tools/analysis_tools/benchmark_backbone.py --shapes 512x512:2 --modes train --profile
 """
 import argparse
 import contextlib
@@ -47,12 +47,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from nat_mm import NAT  # noqa: E402
-from nat_mm.ops import na_backend, register_backend  # noqa: E402
-from nat_mm.utils.profiling import (device_name, interleaved_medians,  # noqa: E402
-                                    peak_memory_in_fresh_process, synchronize, timer_name)
-from nat_mm.utils.profiling import peak_memory as measure_peak  # noqa: E402
+from nat_mm import NAT
+from nat_mm.ops import na_backend, register_backend
+from nat_mm.utils.profiling import (device_name, interleaved_medians,
+                                   peak_memory_in_fresh_process, synchronize, timer_name)
+from nat_mm.utils.profiling import peak_memory as measure_peak
 
 MODELS = {'nat': 'NAT-Tiny', 'swin': 'Swin-T', 'floor': 'NAT-T floor'}
 MODES = ('infer', 'train')
@@ -178,7 +177,7 @@ def run_step(model, inputs, mode, dtype):
     if mode == 'infer':
         with torch.no_grad(), autocast:
             model(inputs)
-        return
+        return 0
     with autocast:
         loss = sum(out.float().sum() for out in model(inputs))
     loss.backward()
@@ -354,6 +353,12 @@ def parse_args(argv=None):
                         help='also print the top ops of one training step per model '
                              '(first shape)')
     parser.add_argument('--profile-rows', type=int, default=15)
+    parser.add_argument('--memory-in-process', action='store_true',
+                        help='CPU: measure peak memory in this process instead of a fresh '
+                        'one per measurement (quicker, less exact)')
+    parser.add_argument('--check-targets', action='store_true',
+                        help="exit with status 1 unless the device's targets were measured "
+                        'and met')
     parser.add_argument('--memory-probe', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.repeats < 1:
@@ -376,9 +381,11 @@ def main(argv=None):
         model = build_model(name, args.drop_path, tuple(shape), args.swin).to(device)
         print(peak_memory_here(model, make_inputs(tuple(shape), device), mode,
                                getattr(torch, args.dtype)))
-        return
-    benchmark(args, emit=lambda line: print(line, flush=True))
+        return 0
+    _, passed = benchmark(args, emit=lambda line: print(line, flush=True),
+                          fresh_process=not args.memory_in_process)
+    return 1 if args.check_targets and not passed else 0
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

@@ -4,8 +4,8 @@ The config's ``demo_data`` dict gives the generator's arguments and its
 ``train_dataloader.dataset.data_root`` the folder; both can be overridden.
 
 Examples:
-    python tools/make_demo_data.py configs/demo/upernet_nat_demo.py      # -> data/demo_ade
-    python tools/make_demo_data.py configs/demo/mask_rcnn_nat_demo.py --num-train 200 \
+    python tools/misc/make_demo_data.py configs/demo/upernet_nat_demo.py      # -> data/demo_ade
+    python tools/misc/make_demo_data.py configs/demo/mask_rcnn_nat_demo.py --num-train 200 \
         --out data/demo_coco_200
 
 A complete dataset generated with the same arguments is kept as it is.

@@ -14,10 +14,10 @@ what it measured. Sections, in this order:
    outputs and gradients at large logits in float16 and bfloat16;
 3. backbone: NAT-T and DiNAT-T forward + backward at 512x512, batch 2, under bfloat16
    autocast, against the same models in float32 on the CPU (outputs and gradients);
-4. benchmarks: ``tools/benchmark_na.py --device cuda --dtype bfloat16`` and
-   ``tools/benchmark.py --device cuda --dtype bfloat16 --shapes 512x512:2 800x1344:2``
-   (NAT-T vs Swin-T vs the attention-free floor, CUDA events, ``max_memory_allocated``,
-   with the GPU targets), by importing their functions;
+4. benchmarks: ``tools/analysis_tools/benchmark_na.py --device cuda --dtype bfloat16`` and
+   ``tools/analysis_tools/benchmark_backbone.py --device cuda --dtype bfloat16 --shapes
+   512x512:2 800x1344:2`` (NAT-T vs Swin-T vs the attention-free floor, CUDA events,
+   ``max_memory_allocated``, with the GPU targets), run as commands, their tables copied;
 5. demo (only where mmcv with ops, mmdet and mmseg import, e.g. a user's GPU box): a few
    UperNet and Mask R-CNN demo iterations with AMP through ``tools/demo.py``.
 
@@ -25,21 +25,20 @@ Every section says what it skipped and why. The exit status is 0 when every chec
 passed, 1 otherwise.
 
 On the benchmark GPU machine (repo root; torch, timm, numpy there, no mmengine, no network),
-after ``bash scripts/prepare_gpu_run.sh`` filled ``.whl/`` here (carry ``.whl``)::
+after ``bash dev/prepare_gpu_run.sh`` filled ``.whl/`` here (carry ``.whl``)::
 
     PYTHONUNBUFFERED=1 pip install -q --no-index --no-deps --target /tmp/pydeps .whl/*.whl \
-        && PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/pydeps:$PWD python tools/gpu_check.py --out $OUT
+        && PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/pydeps:$PWD python dev/gpu_check.py --out $OUT
 
 On a GPU box with the stack installed by ``scripts/setup_env.sh``::
 
-    .venv/bin/python tools/gpu_check.py --out work_dirs/gpu_check
+    .venv/bin/python dev/gpu_check.py --out work_dirs/gpu_check
 
 Without a GPU, ``--dry-run`` runs the CPU-capable parts at small sizes (imports, the op
 checks on CPU, the backbone comparison at 64x64, one-repeat benchmarks, the report); the
-test suite runs it (tests/test_tools/test_gpu_check.py).
+test suite runs it (tests/test_dev/test_gpu_check.py).
 """
 import argparse
-import ast
 import contextlib
 import copy
 import functools
@@ -57,14 +56,13 @@ from pathlib import Path
 
 import torch
 
-TOOLS = Path(__file__).resolve().parent
-ROOT = TOOLS.parent
-sys.path[:0] = [str(ROOT), str(TOOLS)]
+ROOT = Path(__file__).resolve().parents[1]
+TOOLS = ROOT / 'tools'
 
 #: Default time budget (seconds): sections that would start later are skipped.
 BUDGET_S = 480
-#: The config whose backbone dilations are DiNAT-T's at 512x512.
-DINAT_CONFIG = ROOT / 'configs' / 'upernet_dinat_tiny_ade20k.py'
+#: DiNAT-T's dilations at 512x512: the preset of configs/upernet_dinat_tiny_ade20k.py.
+DINAT_T_DILATIONS = 'seg'
 REPORT_NAME = 'gpu_check'
 
 #: Op check shapes: name -> (batch, heads, height, width, head_dim, kernel, dilation, packed).
@@ -190,7 +188,7 @@ class Report:
 
     def write(self):
         summary = dict(passed=self.passed, seconds=round(self.elapsed(), 1),
-                       command=' '.join(['python', 'tools/gpu_check.py', *self.argv]))
+                       command=' '.join(['python', 'dev/gpu_check.py', *self.argv]))
         data = dict(summary=summary, sections=[s.as_dict() for s in self.sections])
         (self.out_dir / f'{REPORT_NAME}.json').write_text(json.dumps(data, indent=1))
         md = [f'# nat_mm GPU check: {"PASS" if self.passed else "FAIL"}', '',
@@ -232,8 +230,7 @@ def package_version(name):
 
 
 def backends_for(device_type):
-    """nat_mm's backends usable on ``device_type`` (call it before importing
-    tools/benchmark.py, which registers its attention-free floor as one)."""
+    """nat_mm's backends usable on ``device_type``."""
     from nat_mm.ops import available_backends
     return available_backends(device_type)
 
@@ -409,17 +406,6 @@ def op_tests(section, report, device, backends, cases, large_logit_case):
 # --------------------------------------------------------------------------- backbone
 
 
-def dinat_tiny_dilations():
-    """The per-layer dilations of ``DINAT_CONFIG`` (read from the file: mmengine's Config
-    cannot load it without mmseg, whose base configs it inherits)."""
-    tree = ast.parse(DINAT_CONFIG.read_text(), str(DINAT_CONFIG))
-    for node in ast.walk(tree):
-        if isinstance(node, ast.keyword) and node.arg == 'dilations':
-            code = compile(ast.Expression(node.value), str(DINAT_CONFIG), 'eval')
-            return eval(code, {'__builtins__': {}})  # a list literal (with `* 3`)
-    raise ValueError(f'{DINAT_CONFIG} has no dilations=...; the DiNAT-T check needs it')
-
-
 def rel_l2_error(got, expected):
     got, expected = got.double(), expected.double()
     return ((got - expected).norm() / expected.norm().clamp_min(1e-12)).item()
@@ -450,7 +436,7 @@ def backbone_variants(dry_run):
         return {'NAT 1-1-1-1': small,
                 'DiNAT 1-1-1-1': dict(small, dilations=[[2], [1], [1], [1]])}
     return {'NAT-T': dict(arch='tiny'),
-            'DiNAT-T': dict(arch='tiny', dilations=dinat_tiny_dilations())}
+            'DiNAT-T': dict(arch='tiny', dilations=DINAT_T_DILATIONS)}
 
 
 def backbone_check(section, device, shape, variants):
@@ -501,28 +487,55 @@ def backbone_check(section, device, shape, variants):
 # --------------------------------------------------------------------------- benchmarks
 
 
+def run_tool(section, name, arguments):
+    """Runs tools/<name>.py with ``arguments``, copying its output into the section;
+    returns the output lines. A failed run raises (the section fails with its output)."""
+    command = [sys.executable, str(TOOLS / f'{name}.py'), *arguments]
+    section.line('$ ' + ' '.join(command[1:]))
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    if result.returncode:
+        raise RuntimeError(f'{name} exited with status {result.returncode}:\n'
+                           f'{(result.stdout + result.stderr)[-4000:]}')
+    lines = result.stdout.splitlines()
+    for line in lines:
+        section.line(line)
+    return lines
+
+
 def bench_op(section, device, dtype, backends, cases, repeats):
-    """tools/benchmark_na.py's table per backend (on CPU with in-process memory peaks)."""
-    import benchmark_na
+    """tools/analysis_tools/benchmark_na.py's table per backend (on CPU with in-process
+    memory peaks)."""
     for backend in backends:
-        benchmark_na.benchmark(cases, device, dtype, repeats, emit=section.line,
-                               fresh_process=False, backend=backend)
+        run_tool(section, 'analysis_tools/benchmark_na',
+                 ['--device', device.type, '--dtype', dtype, '--repeats', str(repeats),
+                  '--backend', backend, '--memory-in-process',
+                  *(['--cases', *cases] if cases else [])])
+
+
+def swin_missing():
+    """None when a Swin-T can be built (mmseg with mmcv ops, or timm); else why not."""
+    try:
+        import mmseg.registry  # noqa: F401  (needs mmcv with its compiled ops)
+    except Exception:  # noqa: BLE001 - not installed, or mmcv without ops / wrong version
+        if importlib.util.find_spec('timm') is None:
+            return 'neither mmseg (with mmcv ops) nor timm imports'
+    return None
 
 
 def bench_backbone(section, device, dtype, shapes, modes, models, repeats):
-    """tools/benchmark.py's table and targets (on CPU with in-process memory peaks)."""
-    import benchmark
-    if 'swin' in models:
-        swin = benchmark.swin_source()
-        if swin == 'timm' and importlib.util.find_spec('timm') is None:
-            models = [m for m in models if m != 'swin']
-            section.skip('Swin-T', 'neither mmseg (with mmcv ops) nor timm imports')
-    args = benchmark.parse_args(['--device', device.type, '--dtype', dtype,
-                                 '--repeats', str(repeats), '--shapes', *shapes,
-                                 '--modes', *modes, '--models', *models])
-    _, passed = benchmark.benchmark(args, emit=section.line, fresh_process=False)
-    if passed is not None:
-        section.check(f'backbone targets ({device.type}, {dtype}; see the lines above)', passed)
+    """tools/analysis_tools/benchmark_backbone.py's table and targets (on CPU with in-process
+    memory peaks)."""
+    if 'swin' in models and swin_missing():
+        models = [m for m in models if m != 'swin']
+        section.skip('Swin-T', swin_missing())
+    lines = run_tool(section, 'analysis_tools/benchmark_backbone',
+                     ['--device', device.type, '--dtype', dtype, '--repeats', str(repeats),
+                      '--shapes', *shapes, '--modes', *modes, '--models', *models,
+                      '--memory-in-process'])
+    verdict = lines[-1] if lines else ''
+    if verdict.endswith((': PASS', ': FAIL')):
+        section.check(f'backbone targets ({device.type}, {dtype}; see the lines above)',
+                      verdict.endswith(': PASS'))
 
 
 # --------------------------------------------------------------------------- demo
@@ -615,7 +628,6 @@ def main(argv=None):
     backends = backends_for(device.type)
     with report.section('environment') as section:
         environment(section, device, cv2_line, backends)
-    import benchmark_na
     steps = {
         'ops': (f'op tests on {device.type}',
                 lambda s: op_tests(s, report, device, backends, op_cases, large)),
@@ -623,8 +635,8 @@ def main(argv=None):
                      lambda s: backbone_check(s, device, backbone_shape,
                                               backbone_variants(args.dry_run))),
         'bench-op': (f'benchmark: neighbourhood attention ({device.type}, bfloat16)',
-                     lambda s: bench_op(s, device, torch.bfloat16, backends,
-                                        bench_cases or list(benchmark_na.CASES), repeats)),
+                     lambda s: bench_op(s, device, 'bfloat16', backends, bench_cases,
+                                        repeats)),
         'bench-backbone': (f'benchmark: backbones ({device.type}, bfloat16)',
                            lambda s: bench_backbone(s, device, 'bfloat16', bench_shapes,
                                                     bench_modes,

@@ -3,15 +3,19 @@ checkpointing (``with_cp``).
 
 Each setting runs in a fresh subprocess (peak resident set size is per process): build the
 backbone in train mode, one warm-up step, then one measured step (forward + backward of the
-sum of all outputs) whose peak RSS growth is reported, as ``tools/benchmark.py`` measures CPU
-memory (on CUDA: ``torch.cuda.max_memory_allocated`` beyond what the step started with).
+sum of all outputs) whose peak memory is reported, measured by
+:func:`nat_mm.utils.profiling.peak_memory` (CPU: peak RSS growth; CUDA:
+``torch.cuda.max_memory_allocated`` beyond what the step started with).
 
 Default: the Mask2Former DiNAT-L backbone (kernel 11, the 'm2f' dilations, drop path 0.3)
 at 1024x1024, batch 1::
 
-    python tools/measure_backbone_memory.py
-    python tools/measure_backbone_memory.py --arch tiny --kernel-size 7 --dilations none \
+    python dev/measure_backbone_memory.py
+    python dev/measure_backbone_memory.py --arch tiny --kernel-size 7 --dilations none \
         --shape 512 512
+
+A memory measurement of the README (``with_cp``), kept out of tools/: it builds the
+backbone alone, not a config's model.
 """
 import argparse
 import json
@@ -19,14 +23,10 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
-
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmark import peak_memory_here  # noqa: E402
-from nat_mm import NAT  # noqa: E402
+from nat_mm import NAT
+from nat_mm.utils.profiling import FRESH_PROCESS_ENV, peak_memory
 
 
 def parse_args(argv=None):
@@ -50,8 +50,13 @@ def probe(args):
                 dilations=None if args.dilations == 'none' else args.dilations,
                 drop_path_rate=args.drop_path, with_cp=args.probe == 'cp').to(device)
     inputs = torch.randn(args.batch, 3, *args.shape, device=device)
+
+    def step():
+        sum(out.sum() for out in model(inputs)).backward()
+        model.zero_grad(set_to_none=True)
     start = time.perf_counter()
-    peak = peak_memory_here(model, inputs, 'train', torch.float32)
+    step()                                                      # warm-up
+    peak = peak_memory(step, device)
     print(json.dumps(dict(peak_bytes=peak, seconds=time.perf_counter() - start,
                           params=sum(p.numel() for p in model.parameters()))))
 
@@ -60,9 +65,7 @@ def main(argv=None):
     args = parse_args(argv)
     if args.probe:
         return probe(args)
-    # A fixed glibc mmap threshold returns every freed block >= 64 KiB to the OS (as
-    # tools/benchmark.py does), so the warm-up step's freed memory cannot hide the peak.
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(64 * 1024))
+    env = dict(os.environ, **FRESH_PROCESS_ENV)
     print(f'NAT arch={args.arch} kernel={args.kernel_size} dilations={args.dilations} '
           f'input ({args.batch}, 3, {args.shape[0]}, {args.shape[1]}), {args.device}, float32, '
           f'{torch.get_num_threads()} threads; peak memory of one training step '

@@ -34,15 +34,15 @@ Conventions (those of the published NAT numbers):
 
 Examples::
 
-    python tools/get_flops.py --arch tiny
-    python tools/get_flops.py configs/mask_rcnn_nat_tiny_coco.py
-    python tools/get_flops.py configs/upernet_nat_tiny_ade20k.py --shape 2048 512
-    python tools/get_flops.py configs/upernet_nat_tiny_ade20k.py --backbone-only --shape 512 512
-    python tools/get_flops.py configs/mask2former_dinat_large_ade20k.py
+    python tools/analysis_tools/get_flops.py --arch tiny
+    python tools/analysis_tools/get_flops.py configs/mask_rcnn_nat_tiny_coco.py
+    python tools/analysis_tools/get_flops.py configs/upernet_nat_tiny_ade20k.py --shape 2048 512
+    python tools/analysis_tools/get_flops.py configs/upernet_nat_tiny_ade20k.py --backbone-only \
+        --shape 512 512
+    python tools/analysis_tools/get_flops.py configs/mask2former_dinat_large_ade20k.py
 """
 import argparse
 import math
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -56,11 +56,9 @@ from mmengine.registry import MODELS, init_default_scope
 from mmengine.utils import import_modules_from_strings
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from nat_mm import NAT  # noqa: E402
-from nat_mm.deploy.model import config_test_scale, needs_data_samples  # noqa: E402
-from nat_mm.ops import na2d, na_backend  # noqa: E402
-from nat_mm.ops import register_backend  # noqa: E402
+from nat_mm import NAT
+from nat_mm.deploy.model import config_test_scale, needs_data_samples
+from nat_mm.ops import na2d, na_backend, register_backend
 
 #: The name under which the tracer records :class:`NeighborhoodAttentionOp`.
 NA_NODE_KIND = 'prim::PythonOp.NeighborhoodAttentionOp'

@@ -1,6 +1,6 @@
 """Segment an image with an exported segmentor, using ONNX Runtime, numpy and PIL only.
 
-The file must come from tools/deploy/export_onnx.py with a segmentation
+The file must come from tools/deployment/export_onnx.py with a segmentation
 config: its metadata holds the preprocessing of the config's data
 preprocessor (mean, std, channel order), the test resize scale, the
 accepted input sizes, the classes and the palette, so no config (and no
@@ -13,7 +13,7 @@ arg-max labels written as a colour PNG (the dataset palette).
 
 Example::
 
-    python tools/deploy/onnx_seg_demo.py upernet_nat_tiny_ade20k.onnx demo.jpg --out seg.png
+    python tools/deployment/onnx_seg_demo.py upernet_nat_tiny_ade20k.onnx demo.jpg --out seg.png
 """
 import argparse
 import json
@@ -27,7 +27,7 @@ METADATA_PREFIX = 'nat_mm.'
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('model', help='.onnx file written by tools/deploy/export_onnx.py')
+    parser.add_argument('model', help='.onnx file written by tools/deployment/export_onnx.py')
     parser.add_argument('image')
     parser.add_argument('--out', required=True, help='colour label PNG to write')
     parser.add_argument('--blend', type=float, default=0.,
@@ -42,7 +42,7 @@ def read_metadata(session):
     if meta.get('task') != 'seg':
         raise ValueError(
             'this file has no nat_mm segmentation metadata: export a segmentation config '
-            'with tools/deploy/export_onnx.py')
+            'with tools/deployment/export_onnx.py')
     return meta
 
 

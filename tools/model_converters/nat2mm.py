@@ -1,10 +1,10 @@
 """Convert an official NAT / DiNAT checkpoint into a backbone checkpoint for nat_mm.
 
 Usage:
-    python tools/convert_checkpoint.py checkpoints/nat_tiny.pth checkpoints/nat_tiny_backbone.pth \
-        --arch tiny
+    python tools/model_converters/nat2mm.py checkpoints/nat_tiny.pth \
+        checkpoints/nat_tiny_backbone.pth --arch tiny
     # the ImageNet-22k DiNAT-L weights (kernel 7) for the kernel-11 Mask2Former backbone
-    python tools/convert_checkpoint.py checkpoints/dinat_large_in22k_224.pth \
+    python tools/model_converters/nat2mm.py checkpoints/dinat_large_in22k_224.pth \
         checkpoints/dinat_large_k11_backbone.pth --arch large --kernel-size 11
 
 SRC may be a published classification checkpoint (raw state dict, or wrapped in
@@ -28,7 +28,7 @@ import torch
 from nat_mm.models import NAT
 from nat_mm.models.presets import ARCH_SETTINGS
 from nat_mm.models.weight_conversion import (check_state_dict, convert_checkpoint,
-                                      load_checkpoint_file, summarize_keys)
+                                             load_checkpoint_file, summarize_keys)
 
 
 def parse_args(argv=None):
@@ -52,7 +52,7 @@ def main(argv=None):
         state_dict, dropped = convert_checkpoint(raw, model)
         missing, _ = check_state_dict(state_dict, model, source=f'checkpoint {args.src!r}')
     except (FileNotFoundError, TypeError, ValueError) as exc:
-        sys.exit(f'convert_checkpoint: error: {exc}')
+        sys.exit(f'nat2mm: error: {exc}')
     if osp.dirname(args.dst):
         os.makedirs(osp.dirname(args.dst), exist_ok=True)
     meta = dict(arch=args.arch, kernel_size=args.kernel_size, source=osp.basename(args.src))

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Prepares a run of tools/gpu_check.py on the benchmark GPU machine, which has Python 3.12,
+# Prepares a run of dev/gpu_check.py on the benchmark GPU machine, which has Python 3.12,
 # torch (CUDA), Triton, timm, numpy and pytest but no mmengine and no network.
 #
 # Fills the git-ignored .whl/ with mmengine 0.10.7 and the pure-Python packages it imports
@@ -41,5 +41,5 @@ if [ $(( wheels + tree )) -gt "$LIMIT_BYTES" ]; then
 fi
 cat <<'EOF'
 [prepare] on the GPU machine (repo root, carry .whl, timeout 570 s), the one command:
-PYTHONUNBUFFERED=1 python -m pip install -q --no-index --no-deps --target /tmp/pydeps .whl/*.whl && PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/pydeps:$PWD python tools/gpu_check.py --out $OUT
+PYTHONUNBUFFERED=1 python -m pip install -q --no-index --no-deps --target /tmp/pydeps .whl/*.whl && PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/pydeps:$PWD python dev/gpu_check.py --out $OUT
 EOF

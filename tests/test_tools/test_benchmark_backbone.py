@@ -1,6 +1,5 @@
-"""tools/benchmark.py: the attention-free floor, the targets, a smoke run of the whole table;
-tools/benchmark_na.py in bfloat16."""
-import importlib.util
+"""tools/analysis_tools/benchmark_backbone.py: the attention-free floor, the targets, a
+smoke run of the whole table."""
 import subprocess
 import sys
 from pathlib import Path
@@ -11,15 +10,12 @@ import torch
 from nat_mm import NAT, na2d
 
 ROOT = Path(__file__).resolve().parents[2]
+TOOL = 'analysis_tools/benchmark_backbone'
 
 
 @pytest.fixture(scope='module')
-def benchmark():
-    spec = importlib.util.spec_from_file_location('tools_benchmark',
-                                                  ROOT / 'tools' / 'benchmark.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def benchmark(load_tool):
+    return load_tool(TOOL)
 
 
 def test_floor_removes_only_the_attention_core(benchmark):
@@ -47,10 +43,10 @@ def test_shape_parsing(benchmark):
         benchmark.parse_shape('512')
 
 
-def test_smoke_run_prints_the_table():
+def test_smoke_run_prints_the_table(tool_path):
     """All three models, training step, one repeat at a tiny shape (no timing assertions)."""
     result = subprocess.run(
-        [sys.executable, str(ROOT / 'tools' / 'benchmark.py'), '--shapes', '64x64',
+        [sys.executable, str(tool_path(TOOL)), '--shapes', '64x64',
          '--modes', 'train', '--repeats', '1'],
         capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -92,16 +88,3 @@ def test_cpu_targets_include_the_floor(benchmark):
     assert 'FAIL: train step 512x512:2: NAT time <= 1.00x Swin-T (measured 1.05x)' in lines
     assert 'FAIL: train step 512x512:2: NAT time <= 1.25x NAT-T floor (measured 1.31x)' in lines
     assert 'PASS: train step 512x512:2: NAT peak memory <= 1.00x Swin-T (measured 0.90x)' in lines
-
-
-def test_benchmark_na_runs_in_bfloat16(load_tool):
-    """Both implementations run on bfloat16 inputs and agree (rpb in the inputs' dtype)."""
-    benchmark_na = load_tool('benchmark_na')
-    case = 'stage3@512 (B2 h8 32x32)'
-    inputs = benchmark_na.make_inputs(case, torch.device('cpu'), torch.bfloat16)
-    assert {t.dtype for t in inputs} == {torch.bfloat16}
-    fast, reference = (benchmark_na.run_once(impl, case, inputs, backward=False)
-                       for impl in ('fast', 'reference'))
-    torch.testing.assert_close(fast.float(), reference.float(), atol=3e-2, rtol=3e-2)
-    benchmark_na.run_once('fast', case, inputs, backward=True)
-    assert all(t.grad is None for t in inputs)                      # cleared for the next run
