@@ -153,11 +153,11 @@ def image_damage(path):
         return None
     name, head, end = signature
     with open(path, 'rb') as f:
-        first = f.read(len(head))
+        first = f.read(max(8, len(head)))
         f.seek(max(0, size - _TAIL_BYTES))
         tail = f.read()
-    if first != head:
-        return f'not a {name} image: it starts with {first[:8]!r}'
+    if not first.startswith(head):
+        return f'not a {name} image: it starts with {first!r}'
     if end not in tail:
         return f'{name} image cut short: no end marker {end!r} in its last bytes ({size} bytes)'
     return None

@@ -7,7 +7,7 @@ from mmengine.model import BaseModel
 from mmengine.runner import Runner
 from torch import nn
 
-from nat_mm.launch.hooks import RNG_STATE_KEY, FiniteLossHook, RNGStateHook  # noqa: F401
+from nat_mm.launch import hooks  # registers the hooks
 
 
 class DropoutRegressor(BaseModel):
@@ -32,7 +32,7 @@ def _dataset(count, bad_at=None):
     return samples
 
 
-def _runner(work_dir, max_iters, hooks, samples, resume=False, load_from=None):
+def _runner(work_dir, max_iters, custom_hooks, samples, resume=False):
     return Runner(
         model=DropoutRegressor(), work_dir=str(work_dir),
         train_dataloader=dict(dataset=samples, batch_size=1, num_workers=0,
@@ -42,7 +42,7 @@ def _runner(work_dir, max_iters, hooks, samples, resume=False, load_from=None):
         optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1)),
         default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=2, by_epoch=False),
                            logger=dict(type='LoggerHook', interval=1)),
-        custom_hooks=hooks, randomness=dict(seed=0), resume=resume, load_from=load_from,
+        custom_hooks=custom_hooks, randomness=dict(seed=0), resume=resume,
         default_scope='mmengine', env_cfg=dict(dist_cfg=dict(backend='gloo')))
 
 
@@ -64,15 +64,15 @@ def test_without_the_hook_the_run_trains_on(tmp_path):
     assert not torch.isfinite(runner.model.linear.weight).all()
 
 
-def _final_weights(work_dir, hooks, interrupt_at=None):
+def _final_weights(work_dir, custom_hooks, interrupt_at=None):
     """Weights after 6 iterations, trained at once or stopped at ``interrupt_at`` and resumed."""
     samples = _dataset(6)
     if interrupt_at is None:
-        runner = _runner(work_dir, 6, hooks, samples)
+        runner = _runner(work_dir, 6, custom_hooks, samples)
         runner.train()
         return runner.model.state_dict()
-    _runner(work_dir, interrupt_at, hooks, samples).train()
-    resumed = _runner(work_dir, 6, hooks, samples, resume=True)
+    _runner(work_dir, interrupt_at, custom_hooks, samples).train()
+    resumed = _runner(work_dir, 6, custom_hooks, samples, resume=True)
     resumed.train()
     assert resumed.iter == 6
     return resumed.model.state_dict()
@@ -80,10 +80,10 @@ def _final_weights(work_dir, hooks, interrupt_at=None):
 
 @pytest.mark.parametrize('with_hook', [True, False])
 def test_a_resumed_run_draws_the_same_dropout_masks(tmp_path, with_hook):
-    hooks = [dict(type='RNGStateHook')] if with_hook else []
-    straight = _final_weights(tmp_path / 'straight', hooks)
-    resumed = _final_weights(tmp_path / 'resumed', hooks, interrupt_at=2)
-    assert (RNG_STATE_KEY in torch.load(tmp_path / 'resumed' / 'iter_2.pth',
+    custom = [dict(type='RNGStateHook')] if with_hook else []
+    straight = _final_weights(tmp_path / 'straight', custom)
+    resumed = _final_weights(tmp_path / 'resumed', custom, interrupt_at=2)
+    assert (hooks.RNG_STATE_KEY in torch.load(tmp_path / 'resumed' / 'iter_2.pth',
                                         weights_only=False)) == with_hook
     same = all(torch.equal(straight[key], resumed[key]) for key in straight)
     assert same == with_hook
