@@ -30,7 +30,8 @@ def coco(tmp_path_factory):
 def _seg_config(root):
     def dataset(split):
         return dict(type='BaseSegDataset', data_root=str(root),
-                    data_prefix=dict(img_path=f'images/{split}', seg_map_path=f'annotations/{split}'))
+                    data_prefix=dict(img_path=f'images/{split}',
+                                     seg_map_path=f'annotations/{split}'))
     return Config(dict(train_dataloader=dict(dataset=dataset('training')),
                        val_dataloader=dict(dataset=dataset('validation'))))
 
@@ -40,10 +41,9 @@ def _det_config(root):
         return dict(type='CocoDataset', data_root=str(root),
                     ann_file=f'annotations/instances_{split}2017.json',
                     data_prefix=dict(img=f'{split}2017/'))
+    evaluator = dict(type='CocoMetric', ann_file=str(root / 'annotations/instances_val2017.json'))
     return Config(dict(train_dataloader=dict(dataset=dataset('train')),
-                       val_dataloader=dict(dataset=dataset('val')),
-                       val_evaluator=dict(type='CocoMetric',
-                                          ann_file=str(root / 'annotations/instances_val2017.json'))))
+                       val_dataloader=dict(dataset=dataset('val')), val_evaluator=evaluator))
 
 
 def _copy(root, tmp_path):
