@@ -37,7 +37,7 @@ TRITON_SHARE = 0.3
 MODULE_SHARE = 0.5
 OUTPUTS = ('out', 'dq', 'dk', 'dv', 'drpb')
 #: The backends that run on the CPU without an interpreter.
-DENSE_BACKENDS = [name for name in ('csr', 'export') if name in available_backends('cpu')]
+NATIVE_BACKENDS = [name for name in ('csr', 'export') if name in available_backends('cpu')]
 
 
 def _share(fraction):
@@ -136,7 +136,7 @@ def _environ(name, value):
             os.environ[name] = old
 
 
-@pytest.mark.parametrize('backend', DENSE_BACKENDS)
+@pytest.mark.parametrize('backend', NATIVE_BACKENDS)
 @given(case=cases(max_side=40))
 def test_backend_matches_reference(backend, case):
     _assert_matches_reference(backend, case)
@@ -154,7 +154,7 @@ def test_triton_matches_reference(case, tiles):
 
 @_share(MODULE_SHARE)
 @given(data=st.data(), heads=st.integers(1, 2), head_dim=st.integers(4, 8),
-       backend=st.sampled_from(DENSE_BACKENDS),
+       backend=st.sampled_from(NATIVE_BACKENDS),
        seed=st.integers(0, 2 ** 31 - 1))
 def test_module_on_maps_smaller_than_the_window(data, heads, head_dim, backend, seed):
     """Below K*d the module zero-pads the input on the right/bottom, attends and
