@@ -125,11 +125,11 @@ def check_dataset_paths(cfg, mode='train'):
 
 
 #: What the dataset check reads of an image or label map, by suffix: (format, first bytes,
-#: bytes found near the end of a complete file).
+#: bytes found near the end of a complete file, their name).
 IMAGE_SIGNATURES = {
-    '.jpg': ('JPEG', b'\xff\xd8\xff', b'\xff\xd9'),
-    '.jpeg': ('JPEG', b'\xff\xd8\xff', b'\xff\xd9'),
-    '.png': ('PNG', b'\x89PNG\r\n\x1a\n', b'IEND\xaeB`\x82'),
+    '.jpg': ('JPEG', b'\xff\xd8\xff', b'\xff\xd9', 'end-of-image marker FF D9'),
+    '.jpeg': ('JPEG', b'\xff\xd8\xff', b'\xff\xd9', 'end-of-image marker FF D9'),
+    '.png': ('PNG', b'\x89PNG\r\n\x1a\n', b'IEND\xaeB`\x82', 'IEND chunk'),
 }
 #: The end marker must lie in this many final bytes (some writers pad after it).
 _TAIL_BYTES = 4096
@@ -151,7 +151,7 @@ def image_damage(path):
     signature = IMAGE_SIGNATURES.get(osp.splitext(path)[1].lower())
     if signature is None:
         return None
-    name, head, end = signature
+    name, head, end, end_name = signature
     with open(path, 'rb') as f:
         first = f.read(max(8, len(head)))
         f.seek(max(0, size - _TAIL_BYTES))
@@ -159,7 +159,7 @@ def image_damage(path):
     if not first.startswith(head):
         return f'not a {name} image: it starts with {first!r}'
     if end not in tail:
-        return f'{name} image cut short: no end marker {end!r} in its last bytes ({size} bytes)'
+        return f'{name} image cut short: no {end_name} at its end ({size} bytes)'
     return None
 
 

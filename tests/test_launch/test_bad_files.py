@@ -62,12 +62,12 @@ def _truncate(path, keep):
 
 @pytest.mark.parametrize('damage, name, expected', [
     (lambda p: _truncate(p, -300), 'images/training/*.jpg',
-     r'JPEG image cut short: no end marker'),
+     r'JPEG image cut short: no end-of-image marker FF D9 at its end \(\d+ bytes\)'),
     (lambda p: _truncate(p, 0), 'annotations/training/*.png', r'empty file \(0 bytes\)'),
     (lambda p: p.write_text('<html>404 Not Found</html>'), 'images/validation/*.jpg',
      r"not a JPEG image: it starts with b'<html>4"),
     (lambda p: _truncate(p, 100), 'annotations/validation/*.png',
-     r'PNG image cut short: no end marker'),
+     r'PNG image cut short: no IEND chunk at its end \(100 bytes\)'),
 ])
 def test_a_damaged_image_is_named_before_training(ade, tmp_path, damage, name, expected):
     root = _copy(ade, tmp_path)
