@@ -490,8 +490,9 @@ def backbone_check(section, device, shape, variants):
 def run_tool(section, name, arguments):
     """Runs tools/<name>.py with ``arguments``, copying its output into the section;
     returns the output lines. A failed run raises (the section fails with its output)."""
-    command = [sys.executable, str(TOOLS / f'{name}.py'), *arguments]
-    section.line('$ ' + ' '.join(command[1:]))
+    script = TOOLS / f'{name}.py'
+    command = [sys.executable, str(script), *arguments]
+    section.line(f'$ python {script.relative_to(ROOT)} ' + ' '.join(arguments))
     result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     if result.returncode:
         raise RuntimeError(f'{name} exited with status {result.returncode}:\n'

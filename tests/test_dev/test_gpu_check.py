@@ -115,6 +115,15 @@ def test_dinat_dilations_are_those_of_the_config(gpu_check):
     assert dilations[0] == [1, 16, 1] and dilations[2] == [1, 2, 1, 3, 1, 4] * 3
 
 
+def test_run_tool_copies_the_output_and_fails_with_the_tool(gpu_check):
+    section = gpu_check.Section('probe')
+    lines = gpu_check.run_tool(section, 'analysis_tools/benchmark_na', ['--help'])
+    assert section.lines[0] == '$ python tools/analysis_tools/benchmark_na.py --help'
+    assert section.lines[1:] == lines and any('--memory-in-process' in line for line in lines)
+    with pytest.raises(RuntimeError, match='(?s)exited with status 2:.*--repeats must be >= 1'):
+        gpu_check.run_tool(section, 'analysis_tools/benchmark_na', ['--repeats', '0'])
+
+
 def test_demo_command_runs_few_amp_iterations(gpu_check, tmp_path):
     command = gpu_check.demo_command('seg', tmp_path)
     assert command[1].endswith('tools/demo.py') and command[2:4] == ['--task', 'seg']
