@@ -5,7 +5,7 @@ Without CUDA, Triton kernels run through Triton's interpreter: the flag must
 be set before the kernels are defined (nat_mm.ops.triton_na decorates them at
 import), so it is set here, before any test module imports nat_mm.
 
-Hypothesis profiles of the property tests (``tests/*/test_properties.py``),
+Hypothesis profiles of the property tests (``tests/*/test_*_properties.py``),
 chosen with ``HYPOTHESIS_PROFILE`` (default ``ci``):
 
 - ``ci``: derandomized (the same examples on every run), a fixed number of
