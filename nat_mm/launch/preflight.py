@@ -102,7 +102,7 @@ def check_dataset_paths(cfg, mode='train'):
         for dataset_key, dataset_cfg in _leaf_datasets(loader['dataset'], f'{loader_key}.dataset'):
             expected = _expected_paths(dataset_cfg)
             absent = [path for path, _ in expected if not osp.exists(path)]
-            if expected[0][1] == 'data_root' and absent[:1] == [expected[0][0]]:
+            if absent and expected[0][1] == 'data_root' and absent[0] == expected[0][0]:
                 absent = absent[:1]  # everything under a missing data_root is missing too
             if absent:
                 missing.extend(f'{path}  ({dataset_key})' for path in absent)
