@@ -24,6 +24,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from nat_mm.launch.hooks import RNG_STATE_KEY
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SEG_DEMO = str(REPO_ROOT / 'configs' / 'demo' / 'upernet_nat_demo.py')
 MAX_ITERS = 6
@@ -125,7 +127,7 @@ def assert_same_training_state(got_path, expected_path):
         for name, value in state.items():
             assert torch.equal(got_optim['state'][index][name], value), (index, name)
     assert got['param_schedulers'] == expected['param_schedulers']
-    assert torch.equal(got['nat_mm_rng_state']['cpu'], expected['nat_mm_rng_state']['cpu'])
+    assert torch.equal(got[RNG_STATE_KEY]['cpu'], expected[RNG_STATE_KEY]['cpu'])
 
 
 @pytest.fixture(scope='module')
