@@ -76,19 +76,20 @@ class Workspace:
         self.state_dict = NAT(arch=ARCH).state_dict()
         self.count = 0
 
-    def folder(self, name):
+    def folder(self):
+        """A new folder for the next case."""
         self.count += 1
-        path = self.root / f'{self.count:02d}_{name}'
+        path = self.root / f'case{self.count:02d}'
         path.mkdir()
         return path
 
-    def dataset(self, kind, name):
+    def dataset(self, kind):
         return Path(shutil.copytree(self.ade if kind == 'ade' else self.coco,
-                                    self.folder(name) / kind))
+                                    self.folder() / kind))
 
-    def work_dir(self, name):
+    def work_dir(self):
         """iter_2.pth, iter_4.pth and last_checkpoint -> iter_4.pth, as MMEngine writes them."""
-        folder = self.folder(name)
+        folder = self.folder()
         for step in (2, 4):
             torch.save(dict(meta=dict(iter=step), state_dict=self.state_dict),
                        folder / f'iter_{step}.pth')
@@ -98,8 +99,8 @@ class Workspace:
 
 def _dataset_cases(ws):
     def image(kind, pattern, damage, mode='train'):
-        def run(name):
-            root = ws.dataset(kind, name)
+        def run():
+            root = ws.dataset(kind)
             damage(sorted(root.glob(pattern))[0])
             check_dataset_files((_seg_config if kind == 'ade' else _det_config)(root), mode)
         return run
@@ -124,8 +125,8 @@ def _dataset_cases(ws):
 
 def _resume_cases(ws):
     def resume(damage, explicit=False):
-        def run(name):
-            work_dir = ws.work_dir(name)
+        def run():
+            work_dir = ws.work_dir()
             damage(work_dir)
             cfg = Config(dict(resume=True, work_dir=str(work_dir),
                               load_from=str(work_dir / 'iter_4.pth') if explicit else None))
@@ -148,8 +149,8 @@ def _resume_cases(ws):
 
 def _checkpoint_cases(ws):
     def pretrained(make):
-        def run(name):
-            path = make(ws.folder(name))
+        def run():
+            path = make(ws.folder())
             _load_pretrained(path)
         return run
 
@@ -224,7 +225,7 @@ def _raised_in(error):
         path.parts[path.parts.index('site-packages') + 1:]).removesuffix('.py')
 
 
-def run_case(run, name):
+def run_case(run):
     """(outcome, raised in, message): 'error' with the exception, 'warning' with the
     logged warning, or 'passed'."""
     records = []
@@ -233,7 +234,7 @@ def run_case(run, name):
     logger = MMLogger.get_current_instance()
     logger.addHandler(handler)
     try:
-        run(name)
+        run()
     except Exception as error:  # the table reports whatever happens
         return 'error', _raised_in(error), f'{type(error).__name__}: {error}'
     finally:
@@ -248,7 +249,7 @@ def build_rows(root):
     ws = Workspace(Path(root))
     rows = []
     for case, checked_by, run in _dataset_cases(ws) + _resume_cases(ws) + _checkpoint_cases(ws):
-        outcome, raised_in, message = run_case(run, case.split(':')[0].replace(' ', '_'))
+        outcome, raised_in, message = run_case(run)
         rows.append((case, checked_by, outcome, raised_in,
                      message.replace(str(Path(root).resolve()), '<tmp>').replace(
                          str(root), '<tmp>')))
