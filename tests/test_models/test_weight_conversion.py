@@ -27,6 +27,8 @@ OFFICIAL_KEY_COUNTS = {'mini': 253, 'tiny': 409, 'small': 469, 'base': 469, 'lar
 #: DiNAT-L at an eighth of its width: its depths, heads (so its rpb tables), mlp ratio and
 #: keys, a 25th of its parameters.
 NARROW_LARGE = (24, (3, 4, 18, 5), (6, 12, 24, 48), 2, False)
+#: NAT-Small at a quarter of its width (its heads, so its rpb tables, and its layer scale).
+NARROW_SMALL = (24, (3, 4, 18, 5), (3, 6, 12, 24), 2, True)
 #: A small network for tests that need no official shapes.
 SMALL_ARCH = dict(embed_dim=32, depths=(1, 1, 2, 1), num_heads=(1, 2, 4, 8), mlp_ratio=2.)
 OUTPUT_NORM_KEYS = {f'norm{i}.{p}' for i in range(4) for p in ('weight', 'bias')}
@@ -158,11 +160,14 @@ def test_load_through_a_parent_modules_init_weights(mini_official, mini_path):
 
 
 def test_load_official_small_with_layer_scale(tmp_path):
-    official = official_state_dict('small')
+    """NAT-Small's keys, layer scale (gamma1, gamma2) included, at a quarter of its width."""
+    official = official_state_dict(NARROW_SMALL)
+    assert len(official) == OFFICIAL_KEY_COUNTS['small']
     assert sum('gamma' in key for key in official) == 2 * 30
     path = tmp_path / 'nat_small.pth'
     torch.save(official, path)
-    model = NAT(arch='small', init_cfg=pretrained(path))
+    embed_dim, _, _, _, _ = NARROW_SMALL
+    model = NAT(arch='small', embed_dim=embed_dim, init_cfg=pretrained(path))
     model.init_weights()
     assert_loaded(model, official)
 
@@ -344,10 +349,8 @@ def test_in22k_dinat_large_loads_into_the_kernel_11_mask2former_backbone(tmp_pat
     assert len(official) == OFFICIAL_KEY_COUNTS['large']
     path = tmp_path / 'dinat_large_in22k_224.pth'
     torch.save(official, path)
-    embed_dim, depths, heads, mlp_ratio, _ = NARROW_LARGE
-    model = NAT(arch=dict(embed_dim=embed_dim, depths=depths, num_heads=heads,
-                          mlp_ratio=mlp_ratio), layer_scale=None, kernel_size=11,
-                dilations='m2f', init_cfg=pretrained(path))
+    model = NAT(arch='large', embed_dim=NARROW_LARGE[0], kernel_size=11, dilations='m2f',
+                init_cfg=pretrained(path))
     # the keys of DiNAT-L's backbone, its output norms aside
     assert set(model.state_dict()) - OUTPUT_NORM_KEYS == set(official_layout('large')) - {
         'head.weight', 'head.bias', 'norm.weight', 'norm.bias'}
