@@ -1,6 +1,8 @@
 """Every shipped config: loads, follows the published recipe, builds through the registry
-with the published parameter count, and runs ``loss`` and ``predict`` on generated data
-through its own data pipeline and data preprocessor (images shrunk 8x, model unchanged).
+with the published parameter count (on the meta device), and runs ``loss`` and ``predict``
+on generated data through its own data pipeline and data preprocessor (images shrunk 8x;
+one config per head type at full width, the others with NAT at a narrow width, its depths,
+kernel and dilations kept).
 A narrow Mask2Former of each task trains a few iterations through MMEngine's Runner and is
 evaluated with the real metric (panoptic: trained only, its metric needs panopticapi)."""
 import importlib
