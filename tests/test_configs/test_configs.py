@@ -503,6 +503,7 @@ MASK2FORMER_RUNS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', sorted(MASK2FORMER_RUNS))
 def test_mask2former_trains_and_evaluates_through_the_runner(name, runner_data_roots, tmp_path,
                                                              request):

@@ -38,6 +38,7 @@ def _lr_after(cfg, steps):
     return optim_wrapper.get_lr()['lr'][0]
 
 
+@pytest.mark.slow
 def test_resume_continues_iterations_optimizer_and_schedule(tmp_path, tiny_ade, load_tool,
                                                             seg_demo_options, train_log):
     train = load_tool('train')
