@@ -14,7 +14,7 @@ at 1024x1024, batch 1::
     python dev/measure_backbone_memory.py --arch tiny --kernel-size 7 --dilations none \
         --shape 512 512
 
-A memory measurement of the README (``with_cp``), kept out of tools/: it builds the
+A memory measurement of docs/model_zoo.md (``with_cp``), kept out of tools/: it builds the
 backbone alone, not a config's model.
 """
 import argparse

@@ -154,7 +154,7 @@ if os.environ['NAT_MM_DEVICE'] == 'cuda':
     from mmcv.ops import get_compiling_cuda_version
     if not torch.version.cuda:
         sys.exit(f'torch {torch.__version__} is a CPU build on a CUDA machine; see '
-                 'README "GPU machines" (TORCH_INDEX_URL)')
+                 'docs/gpu.md "Installing on a GPU machine" (TORCH_INDEX_URL)')
     if get_compiling_cuda_version() == 'not available':
         sys.exit('mmcv was built without its CUDA ops (a cached CPU build?); rebuild it with '
                  'FORCE_CUDA=1 pip install --no-build-isolation --no-cache-dir '

@@ -25,6 +25,7 @@ import logging
 import os
 import os.path as osp
 import re
+import subprocess
 import zipfile
 
 import torch
@@ -396,8 +397,7 @@ def init_distributed(launcher, backend='gloo'):
         return
     if launcher == 'slurm':
         if 'MASTER_ADDR' not in os.environ:
-            raise RuntimeError('slurm launcher on CPU: set MASTER_ADDR to the first node\'s '
-                               'address')
+            os.environ['MASTER_ADDR'] = _first_slurm_node()
         os.environ.setdefault('RANK', os.environ['SLURM_PROCID'])
         os.environ.setdefault('WORLD_SIZE', os.environ['SLURM_NTASKS'])
         os.environ.setdefault('LOCAL_RANK', os.environ['SLURM_LOCALID'])
@@ -405,6 +405,29 @@ def init_distributed(launcher, backend='gloo'):
     elif launcher != 'pytorch':
         raise ValueError(f'launcher {launcher!r} is not supported on CPU; use pytorch or slurm')
     dist.init_process_group(backend=backend)
+
+
+def _first_slurm_node():
+    """The first host of the job's node list, as MMEngine's Slurm initialisation takes it:
+    ``scontrol show hostname $SLURM_NODELIST``, first line."""
+    node_list = os.environ.get('SLURM_NODELIST')
+    if not node_list:
+        raise RuntimeError('slurm launcher on CPU: SLURM_NODELIST is not set (is this a Slurm '
+                           'task?); set MASTER_ADDR to the first node\'s address')
+    try:
+        result = subprocess.run(['scontrol', 'show', 'hostname', node_list],
+                                capture_output=True, text=True, timeout=60)
+    except FileNotFoundError:
+        raise RuntimeError('slurm launcher on CPU: scontrol is not on the PATH to resolve '
+                           f'SLURM_NODELIST={node_list}; set MASTER_ADDR to the first node\'s '
+                           'address') from None
+    hosts = result.stdout.split()
+    if result.returncode != 0 or not hosts:
+        raise RuntimeError(f'slurm launcher on CPU: "scontrol show hostname {node_list}" '
+                           f'gave no host (exit {result.returncode}: '
+                           f'{result.stderr.strip()}); set MASTER_ADDR to the first node\'s '
+                           'address')
+    return hosts[0]
 
 
 def shutdown_distributed():

@@ -6,7 +6,7 @@
 - :data:`PUBLISHED_CHECKPOINTS`: every published ImageNet classification
   checkpoint (file, model, kernel, dilations, resolution, data, official address,
   Hugging Face Hub copy, the configs that load it), :func:`weights_table_markdown`
-  (the README's table of them) and :data:`HOW_TO_GET_CHECKPOINTS`, the
+  (the table of them in docs/checkpoints.md) and :data:`HOW_TO_GET_CHECKPOINTS`, the
   instructions a missing file's error gives.
 
 Plain data and one resolver; nothing here imports the rest of nat_mm.
@@ -224,7 +224,7 @@ def checkpoint_for_file(file_name):
 
 
 def weights_table_markdown():
-    """The README's table of published weights, generated from :data:`PUBLISHED_CHECKPOINTS`.
+    """The table of published weights in docs/checkpoints.md, generated from :data:`PUBLISHED_CHECKPOINTS`.
 
     Returns:
         str: an explanatory paragraph and a Markdown table, self-contained (no

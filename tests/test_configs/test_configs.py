@@ -1,6 +1,8 @@
 """Every shipped config: loads, follows the published recipe, builds through the registry
-with the published parameter count, and runs ``loss`` and ``predict`` on generated data
-through its own data pipeline and data preprocessor (images shrunk 8x, model unchanged).
+with the published parameter count (on the meta device), and runs ``loss`` and ``predict``
+on generated data through its own data pipeline and data preprocessor (images shrunk 8x;
+one config per head type at full width, the others with NAT at a narrow width, its depths,
+kernel and dilations kept).
 A narrow Mask2Former of each task trains a few iterations through MMEngine's Runner and is
 evaluated with the real metric (panoptic: trained only, its metric needs panopticapi)."""
 import importlib
@@ -19,6 +21,7 @@ from mmengine.registry import init_default_scope
 from nat_mm import NAT
 from nat_mm.datasets import SEG_CLASSES, SHAPE_CLASSES, generate_ade20k_like, generate_coco_like
 from nat_mm.datasets.synthetic import PANOPTIC_STUFF_CLASSES, generate_coco_panoptic_like
+from nat_mm.models.presets import ARCH_SETTINGS
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / 'configs'
 
@@ -234,7 +237,8 @@ def test_mask2former_optimizer_groups():
     cfg = load('mask2former_dinat_large_ade20k')
     models, _ = _registries(cfg)
     cfg.model.backbone.init_cfg = None
-    model = models.build(cfg.model)
+    with torch.device('meta'):      # the parameters' names and shapes are what counts
+        model = models.build(cfg.model)
     optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
     names = {id(p): n for n, p in model.named_parameters()}
     groups = {names[id(p)]: (g['lr'], g['weight_decay'])
@@ -348,18 +352,68 @@ def _num_params_m(model):
     return sum(p.numel() for p in model.parameters()) / 1e6
 
 
-@pytest.mark.parametrize('name', sorted(PUBLISHED) + sorted(MASK2FORMER) + list(DEMO_CONFIGS))
+@pytest.mark.parametrize('name', sorted(PUBLISHED) + sorted(MASK2FORMER))
+def test_published_parameter_count(name):
+    """The model the config builds (through the registry, at full width) has the published
+    size. Built on the meta device: the parameters' shapes without their memory or
+    initialisation."""
+    cfg = load(name)
+    models, _ = _registries(cfg)
+    cfg.model.backbone.init_cfg = None
+    with torch.device('meta'):
+        model = models.build(cfg.model)
+    published = {**PUBLISHED, **MASK2FORMER}[name]
+    assert _num_params_m(model) == pytest.approx(published['params_m'], rel=PARAMS_REL)
+
+
+#: The configs built at full width for ``loss`` and ``predict``: one per head type. The
+#: others run at a narrow width (``_narrow``); every config's full-width size is checked by
+#: test_published_parameter_count.
+FULL_WIDTH = ('upernet_dinat_tiny_ade20k', 'mask_rcnn_dinat_tiny_coco',
+              'cascade_mask_rcnn_dinat_tiny_coco', 'mask2former_dinat_large_ade20k')
+#: Channels per attention head of the narrow backbones.
+NARROW_HEAD_DIM = 4
+
+
+def _narrow(cfg):
+    """The config's model at a narrow width, the rest as it is: NAT keeps its arch's depths,
+    heads, mlp ratio and layer scale and the config's kernel, dilations and drop path, with
+    NARROW_HEAD_DIM channels per head; the neck or heads take those widths (UperNet's own
+    widths are cut to 64 and 32 channels). Mask2Former: ``_narrow_mask2former``."""
+    if 'Mask2Former' in (cfg.model.get('panoptic_head') or cfg.model.decode_head).type:
+        _narrow_mask2former(cfg)
+        return
+    backbone = cfg.model.backbone
+    embed_dim = NARROW_HEAD_DIM * ARCH_SETTINGS[backbone.arch]['num_heads'][0]
+    backbone.embed_dim = embed_dim
+    widths = [embed_dim * 2 ** i for i in range(4)]
+    if cfg.default_scope == 'mmseg':
+        cfg.model.decode_head.update(in_channels=widths, channels=64)
+        auxiliary = cfg.model.auxiliary_head
+        auxiliary.update(in_channels=widths[auxiliary.in_index], channels=32)
+    else:
+        cfg.model.neck.in_channels = widths
+
+
+@pytest.mark.parametrize('name', [
+    pytest.param(name, marks=pytest.mark.slow) if name.startswith('mask2former') and
+    name in FULL_WIDTH else name
+    for name in sorted(PUBLISHED) + sorted(MASK2FORMER) + list(DEMO_CONFIGS)])
 def test_build_loss_and_predict(name, data_roots, request):
+    """Each config's pipeline, data preprocessor, backbone and heads together: a loss and a
+    prediction on generated data (images shrunk SHRINK times)."""
     cfg = load(name)
     if _is_panoptic(cfg):
         request.getfixturevalue('panopticapi')
     models, datasets = _registries(cfg)
     cfg.model.backbone.init_cfg = None
     _shrink_for_cpu(cfg, data_roots)
+    published = {**PUBLISHED, **MASK2FORMER}.get(name)
+    if published and name not in FULL_WIDTH:
+        _narrow(cfg)
     # as the Runner does in a single process
     model = revert_sync_batchnorm(models.build(cfg.model))
-    published = {**PUBLISHED, **MASK2FORMER}.get(name)
-    if published:
+    if name in FULL_WIDTH:
         assert _num_params_m(model) == pytest.approx(published['params_m'], rel=PARAMS_REL)
 
     train_set = datasets.build(cfg.train_dataloader.dataset)
@@ -454,6 +508,7 @@ MASK2FORMER_RUNS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', sorted(MASK2FORMER_RUNS))
 def test_mask2former_trains_and_evaluates_through_the_runner(name, runner_data_roots, tmp_path,
                                                              request):

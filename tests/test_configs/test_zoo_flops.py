@@ -5,7 +5,7 @@ classifier at 224 (the one published DiNAT-L cost a small input reproduces), a w
 detector, Mask R-CNN DiNAT-Mini at 1280x800, the DiNAT-L detector and segmentor through the
 tool's command line (its default input sizes), and Mask2Former DiNAT-L through both
 libraries' heads (mmdet's panoptic_head, mmseg's decode head) at 800x800. Every config's count
-is in the README (`python tools/analysis_tools/get_flops.py CONFIG`, 10-50 s each).
+is in the README's model zoo (`python tools/analysis_tools/get_flops.py CONFIG`, 10-50 s each).
 """
 from pathlib import Path
 
@@ -20,6 +20,7 @@ def get_flops(load_tool):
     return load_tool('analysis_tools/get_flops')
 
 
+@pytest.mark.slow
 def test_dinat_large_classifier_macs_and_params(get_flops):
     """DiNAT-L (ImageNet-22k -> 1k): 30.6 GMACs and 200M parameters at 224 (DiNAT paper)."""
     model = get_flops.ClassificationBody('large').eval()
@@ -28,6 +29,7 @@ def test_dinat_large_classifier_macs_and_params(get_flops):
     assert sum(p.numel() for p in model.parameters()) == pytest.approx(200e6, rel=0.01)
 
 
+@pytest.mark.slow
 def test_mask_rcnn_dinat_mini_macs(get_flops):
     """Mask R-CNN DiNAT-Mini: 225 GMACs at 1280x800 (official model zoo)."""
     model, kind = get_flops.build_from_config(
@@ -41,6 +43,7 @@ def test_mask_rcnn_dinat_mini_macs(get_flops):
     ('cascade_mask_rcnn_dinat_large_coco', (1280, 800), 1276e9),
     ('upernet_dinat_large_ade20k', (2560, 640), 2335e9),   # the 640 config's test scale
 ])
+@pytest.mark.slow
 def test_dinat_large_detector_and_segmentor_macs(get_flops, name, shape, published, capsys):
     result = get_flops.main([str(REPO_ROOT / 'configs' / f'{name}.py')])
     assert result['shape'] == shape
@@ -52,6 +55,7 @@ def test_dinat_large_detector_and_segmentor_macs(get_flops, name, shape, publish
     ('mask2former_dinat_large_coco_instance', 522e9),   # mmdet Mask2Former, 200 queries
     ('mask2former_dinat_large_ade20k', 518e9),          # mmseg EncoderDecoder, 100 queries
 ])
+@pytest.mark.slow
 def test_mask2former_dinat_large_macs(get_flops, name, published):
     """Mask2Former DiNAT-L (kernel 11): the published costs are those of an 800x800 input."""
     config = str(REPO_ROOT / 'configs' / f'{name}.py')

@@ -37,6 +37,7 @@ def dynamic_backbone(tmp_path_factory):
     return model, OnnxModel(path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('size', SIZES, ids=lambda s: f'{s[0]}x{s[1]}')
 def test_one_dynamic_file_matches_eager_at_every_size(dynamic_backbone, size):
     model, session = dynamic_backbone
@@ -45,6 +46,7 @@ def test_one_dynamic_file_matches_eager_at_every_size(dynamic_backbone, size):
     assert abs_diff <= 1e-4
 
 
+@pytest.mark.slow
 def test_a_size_below_the_dynamic_minimum_is_refused(dynamic_backbone):
     _, session = dynamic_backbone
     with pytest.raises(ValueError, match=rf'dynamic export for heights and widths in '
@@ -52,6 +54,7 @@ def test_a_size_below_the_dynamic_minimum_is_refused(dynamic_backbone):
         session(random_image(MIN_SIZE - 1, 64))
 
 
+@pytest.mark.slow
 def test_the_metadata_records_the_export(dynamic_backbone):
     _, session = dynamic_backbone
     assert session.metadata['dynamic'] is True
@@ -59,6 +62,7 @@ def test_the_metadata_records_the_export(dynamic_backbone):
     assert session.output_names == [f'features{i}' for i in range(4)]
 
 
+@pytest.mark.slow
 def test_a_static_file_refuses_other_sizes_and_says_what_to_do(tmp_path):
     torch.manual_seed(0)
     model = NAT(arch=dict(NARROW, depths=(1, 1, 1, 1))).eval()

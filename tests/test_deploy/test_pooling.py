@@ -28,6 +28,7 @@ def test_swapped_for_the_block_only():
     assert model[1][0] is original
 
 
+@pytest.mark.slow
 def test_a_dynamic_export_pools_correctly_at_other_sizes(tmp_path):
     # stride 32 then 6x6 cells: at 97x131 the map is 4x5, smaller than the output
     model = nn.Sequential(nn.Conv2d(3, 4, 3, stride=32, padding=1),

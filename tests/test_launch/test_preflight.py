@@ -1,4 +1,5 @@
 """Run-time checks applied before the Runner: dataset paths, CPU fallbacks."""
+import os
 import socket
 
 import pytest
@@ -155,14 +156,53 @@ def test_init_distributed_on_cpu(monkeypatch, launcher, environment):
             dist.destroy_process_group()
 
 
+def _standin_scontrol(folder, body):
+    """An executable ``folder/scontrol`` running ``body`` (sh), its arguments in folder/args."""
+    script = folder / 'scontrol'
+    script.write_text(f'#!/bin/sh\necho "$@" > "{folder}/args"\n{body}\n')
+    script.chmod(0o755)
+
+
 @needs_cpu_only
-def test_init_distributed_errors(monkeypatch):
+def test_slurm_task_finds_the_first_node_as_mmengine_does(monkeypatch, tmp_path):
+    """Without MASTER_ADDR, a Slurm task takes the first host of ``scontrol show hostname
+    $SLURM_NODELIST`` (MMEngine's rule): a 1-task world on this machine."""
+    for name in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR'):
+        monkeypatch.setenv(name, '0')
+        monkeypatch.delenv(name)
+    for name, value in dict(SLURM_PROCID='0', SLURM_NTASKS='1', SLURM_LOCALID='0',
+                            SLURM_NODELIST='nat-node[01-02]', MASTER_PORT=_free_port()).items():
+        monkeypatch.setenv(name, value)
+    _standin_scontrol(tmp_path, 'echo 127.0.0.1; echo nat-node02')
+    monkeypatch.setenv('PATH', f'{tmp_path}{os.pathsep}{os.environ["PATH"]}')
+    try:
+        init_distributed('slurm')
+        assert (tmp_path / 'args').read_text() == 'show hostname nat-node[01-02]\n'
+        assert os.environ['MASTER_ADDR'] == '127.0.0.1'
+        assert (os.environ['RANK'], os.environ['WORLD_SIZE']) == ('0', '1')
+        assert dist.is_initialized() and dist.get_world_size() == 1
+    finally:
+        shutdown_distributed()
+
+
+@needs_cpu_only
+def test_init_distributed_errors(monkeypatch, tmp_path):
     init_distributed('none')
     assert not dist.is_initialized()
     for name, value in dict(SLURM_PROCID='0', SLURM_NTASKS='1', SLURM_LOCALID='0').items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv('MASTER_ADDR', raising=False)
-    with pytest.raises(RuntimeError, match='MASTER_ADDR'):
+    monkeypatch.delenv('SLURM_NODELIST', raising=False)
+    with pytest.raises(RuntimeError, match='SLURM_NODELIST is not set .* set MASTER_ADDR'):
         init_distributed('slurm')
+    monkeypatch.setenv('SLURM_NODELIST', 'nat-node[01-02]')
+    monkeypatch.setenv('PATH', str(tmp_path))       # no scontrol
+    with pytest.raises(RuntimeError, match='scontrol is not on the PATH .* set MASTER_ADDR'):
+        init_distributed('slurm')
+    _standin_scontrol(tmp_path, 'echo "Invalid hostlist: $3" >&2; exit 1')
+    with pytest.raises(RuntimeError, match=r'"scontrol show hostname nat-node\[01-02\]" gave '
+                                           r'no host \(exit 1: Invalid hostlist: nat-node'):
+        init_distributed('slurm')
+    assert 'MASTER_ADDR' not in os.environ
     with pytest.raises(ValueError, match='mpi'):
         init_distributed('mpi')

@@ -41,6 +41,16 @@ def expected_shapes(arch, height, width, out_indices=(0, 1, 2, 3)):
     return shapes
 
 
+#: Channels per head of the DiNAT variants of tiny, small and base (their depths, heads and
+#: dilations at a fraction of the width; NAT of every arch and DiNAT-Mini are full width).
+NARROW_HEAD_DIM = 4
+
+
+def dinat_width(arch):
+    """embed_dim of ``build(arch, dilated=True)``."""
+    return PUBLISHED[arch]['C'] if arch == 'mini' else NARROW_HEAD_DIM * PUBLISHED[arch]['heads'][0]
+
+
 @pytest.fixture(scope='module')
 def build():
     """Builds each (arch, dilated) model once per module, in eval mode."""
@@ -48,11 +58,12 @@ def build():
 
     def get(arch, dilated=False):
         if (arch, dilated) not in cache:
-            dilations = None
+            options = {}
             if dilated:
-                dilations = DINAT_MINI_DILATIONS if arch == 'mini' else DINAT_DILATIONS
+                options = dict(dilations=DINAT_MINI_DILATIONS if arch == 'mini'
+                               else DINAT_DILATIONS, embed_dim=dinat_width(arch))
             torch.manual_seed(0)
-            cache[arch, dilated] = NAT(arch=arch, dilations=dilations).eval()
+            cache[arch, dilated] = NAT(arch=arch, **options).eval()
         return cache[arch, dilated]
     return get
 
@@ -74,7 +85,8 @@ def test_every_arch_output_shapes(build, arch, dilated):
     """32x32 keeps the big models fast; the last three levels (4x4 and less) are padded."""
     with torch.no_grad():
         outs = build(arch, dilated)(torch.randn(1, 3, 32, 32))
-    assert [tuple(out.shape) for out in outs] == expected_shapes(arch, 32, 32)
+    width = dinat_width(arch) if dilated else PUBLISHED[arch]['C']
+    assert [tuple(out.shape) for out in outs] == expected_shapes(dict(embed_dim=width), 32, 32)
 
 
 def test_out_indices_select_levels_and_norms():
@@ -119,7 +131,8 @@ def test_arch_settings(build, arch):
 def test_dinat_large_settings_and_parameter_count():
     """DiNAT-L: C 192, heads 6-12-24-48, mlp 2, no layer scale; the published 200M parameters
     of its classifier (ImageNet-22k -> 1k, 1000 classes) within 1%."""
-    model = NAT(arch='large')
+    with torch.device('meta'):      # structure and sizes only: no memory, no initialisation
+        model = NAT(arch='large')
     assert [level.blocks[0].attn.num_heads for level in model.levels] == [6, 12, 24, 48]
     assert [len(level.blocks) for level in model.levels] == [3, 4, 18, 5]
     assert model.num_features == (192, 384, 768, 1536)

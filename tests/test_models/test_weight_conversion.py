@@ -24,14 +24,21 @@ OFFICIAL = {
     'large': (192, (3, 4, 18, 5), (6, 12, 24, 48), 2, False),       # DiNAT-L (IN-22k)
 }
 OFFICIAL_KEY_COUNTS = {'mini': 253, 'tiny': 409, 'small': 469, 'base': 469, 'large': 409}
+#: DiNAT-L at an eighth of its width: its depths, heads (so its rpb tables), mlp ratio and
+#: keys, a 25th of its parameters.
+NARROW_LARGE = (24, (3, 4, 18, 5), (6, 12, 24, 48), 2, False)
+#: NAT-Small at a quarter of its width (its heads, so its rpb tables, and its layer scale).
+NARROW_SMALL = (24, (3, 4, 18, 5), (3, 6, 12, 24), 2, True)
 #: A small network for tests that need no official shapes.
 SMALL_ARCH = dict(embed_dim=32, depths=(1, 1, 2, 1), num_heads=(1, 2, 4, 8), mlp_ratio=2.)
 OUTPUT_NORM_KEYS = {f'norm{i}.{p}' for i in range(4) for p in ('weight', 'bias')}
 
 
 def official_layout(arch, kernel_size=7, num_classes=1000):
-    """Key -> shape of an official NAT / DiNAT classification checkpoint."""
-    embed_dim, depths, heads, mlp_ratio, layer_scale = OFFICIAL[arch]
+    """Key -> shape of an official NAT / DiNAT classification checkpoint; ``arch``: a key of
+    OFFICIAL or settings in its form."""
+    embed_dim, depths, heads, mlp_ratio, layer_scale = \
+        OFFICIAL[arch] if isinstance(arch, str) else arch
     half = embed_dim // 2
     layout = {
         'patch_embed.proj.0.weight': (half, 3, 3, 3), 'patch_embed.proj.0.bias': (half,),
@@ -115,7 +122,8 @@ def tiny_checkpoint(tmp_path_factory):
 def test_official_layout_key_counts_and_model_keys(arch):
     layout = official_layout(arch)
     assert len(layout) == OFFICIAL_KEY_COUNTS[arch]
-    model_state = NAT(arch=arch).state_dict()
+    with torch.device('meta'):      # names and shapes only: no memory, no initialisation
+        model_state = NAT(arch=arch).state_dict()
     expected = {key: shape for key, shape in layout.items()
                 if not key.startswith(('head.', 'norm.'))}
     assert {key: tuple(value.shape) for key, value in model_state.items()
@@ -152,11 +160,14 @@ def test_load_through_a_parent_modules_init_weights(mini_official, mini_path):
 
 
 def test_load_official_small_with_layer_scale(tmp_path):
-    official = official_state_dict('small')
+    """NAT-Small's keys, layer scale (gamma1, gamma2) included, at a quarter of its width."""
+    official = official_state_dict(NARROW_SMALL)
+    assert len(official) == OFFICIAL_KEY_COUNTS['small']
     assert sum('gamma' in key for key in official) == 2 * 30
     path = tmp_path / 'nat_small.pth'
     torch.save(official, path)
-    model = NAT(arch='small', init_cfg=pretrained(path))
+    embed_dim, _, _, _, _ = NARROW_SMALL
+    model = NAT(arch='small', embed_dim=embed_dim, init_cfg=pretrained(path))
     model.init_weights()
     assert_loaded(model, official)
 
@@ -331,20 +342,18 @@ def _log_records():
     return records, lambda: logger.removeHandler(handler)
 
 
-@pytest.fixture(scope='module')
-def large_in22k_path(tmp_path_factory):
-    """(state_dict, path): an official-layout IN-22k DiNAT-L checkpoint (kernel 7, 21841
-    classes)."""
-    state_dict = official_state_dict('large', num_classes=21841)
-    path = tmp_path_factory.mktemp('checkpoints') / 'dinat_large_in22k_224.pth'
-    torch.save(state_dict, path)
-    return state_dict, path
-
-
-def test_in22k_dinat_large_loads_into_the_kernel_11_mask2former_backbone(large_in22k_path):
-    """The 21841-class head is dropped; every 13x13 rpb is resized to 21x21, one log line."""
-    official, path = large_in22k_path
-    model = NAT(arch='large', kernel_size=11, dilations='m2f', init_cfg=pretrained(path))
+def test_in22k_dinat_large_loads_into_the_kernel_11_mask2former_backbone(tmp_path):
+    """The 21841-class head is dropped; every 13x13 rpb is resized to 21x21, one log line.
+    (DiNAT-L's keys and rpb tables at an eighth of its width: NARROW_LARGE.)"""
+    official = official_state_dict(NARROW_LARGE, num_classes=21841)
+    assert len(official) == OFFICIAL_KEY_COUNTS['large']
+    path = tmp_path / 'dinat_large_in22k_224.pth'
+    torch.save(official, path)
+    model = NAT(arch='large', embed_dim=NARROW_LARGE[0], kernel_size=11, dilations='m2f',
+                init_cfg=pretrained(path))
+    # the keys of DiNAT-L's backbone, its output norms aside
+    assert set(model.state_dict()) - OUTPUT_NORM_KEYS == set(official_layout('large')) - {
+        'head.weight', 'head.bias', 'norm.weight', 'norm.bias'}
     records, detach = _log_records()
     try:
         model.init_weights()
@@ -393,24 +402,31 @@ def test_rpb_that_cannot_be_resized_is_refused(mini_official, shape):
 
 
 
-def test_convert_checkpoint_cli_dinat_large_kernel_11(tmp_path, large_in22k_path, capsys,
-                                                    load_tool):
-    official, src = large_in22k_path
-    dst = tmp_path / 'dinat_large_k11.pth'
+def test_convert_checkpoint_cli_in22k_head_kernel_11(tmp_path, capsys, load_tool):
+    """An ImageNet-22k checkpoint (21841-class head) converted for a kernel-11 model: the head
+    is dropped, every rpb resized with one log line (NAT-Mini's layout: the conversion is the
+    same for every arch; DiNAT-L's keys and rpb tables load in the test above)."""
+    official = official_state_dict('mini', num_classes=21841)
+    src, dst = tmp_path / 'mini_in22k.pth', tmp_path / 'mini_k11.pth'
+    torch.save(official, src)
     records, detach = _log_records()
     try:
-        load_tool(CONVERTER).main([str(src), str(dst), '--arch', 'large', '--kernel-size', '11'])
+        load_tool(CONVERTER).main([str(src), str(dst), '--arch', 'mini', '--kernel-size', '11'])
     finally:
         detach()
-    assert sum('resized 30 relative position bias tables' in message for message in records) == 1
+    assert sum('resized 18 relative position bias tables' in message
+               for message in records) == 1
     out = capsys.readouterr().out
-    assert '405 backbone tensors' in out and 'head.{weight,bias}' in out
+    assert f'{OFFICIAL_KEY_COUNTS["mini"] - 4} backbone tensors' in out
+    assert 'head.{weight,bias}' in out
     saved = torch.load(dst)
-    assert saved['meta'] == dict(arch='large', kernel_size=11, source=src.name)
-    rpb = saved['state_dict']['levels.2.blocks.17.attn.rpb']
-    expected = F.interpolate(official['levels.2.blocks.17.attn.rpb'][None], size=(21, 21),
+    assert saved['meta'] == dict(arch='mini', kernel_size=11, source=src.name)
+    rpb = saved['state_dict']['levels.2.blocks.5.attn.rpb']
+    expected = F.interpolate(official['levels.2.blocks.5.attn.rpb'][None], size=(21, 21),
                              mode='bicubic', align_corners=False)[0]
     torch.testing.assert_close(rpb, expected)
+    assert set(saved['state_dict']) == set(official) - {'head.weight', 'head.bias',
+                                                        'norm.weight', 'norm.bias'}
 
 
 def test_convert_checkpoint_cli_refuses_other_width(tmp_path, mini_path, load_tool):

@@ -90,6 +90,7 @@ def test_one_dynamic_program_serves_sizes_at_and_above_the_window():
             torch.testing.assert_close(program.module()(x), module(x), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_one_onnx_file_serves_sizes_below_and_above_the_window(tmp_path):
     """ONNX (dynamo exporter) with symbolic H, W down to 1: maps smaller than
     kernel * dilation go through the zero-padding rule exactly as in eager

@@ -47,6 +47,7 @@ def test_module_under_cpu_autocast_bfloat16_has_gradients():
     assert attn.rpb.grad.abs().sum() > 0
 
 
+@pytest.mark.slow
 def test_module_runs_under_torch_compile_with_gradients():
     torch.manual_seed(0)
     attn = NeighborhoodAttention2D(16, 2, kernel_size=3, dilation=2)

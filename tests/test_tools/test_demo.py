@@ -31,6 +31,7 @@ def demo_run(request, tmp_path_factory, load_tool):
     return task, root, result
 
 
+@pytest.mark.slow
 def test_demo_trains_evaluates_and_draws(demo_run, train_log):
     task, root, result = demo_run
     tiny = TINY[task]
@@ -48,6 +49,7 @@ def test_demo_trains_evaluates_and_draws(demo_run, train_log):
     assert picture.size == (tiny['panels'] * width * 2, 2 * height * 2 + 14)
 
 
+@pytest.mark.slow
 def test_test_tool_evaluates_the_demo_checkpoint(demo_run, load_tool):
     task, root, result = demo_run
     config = load_tool('demo').DEMO_CONFIGS[task]
@@ -82,6 +84,7 @@ def test_make_demo_data(tmp_path, load_tool):
         make_demo_data.main([str(Path(config).parents[1] / 'upernet_nat_tiny_ade20k.py')])
 
 
+@pytest.mark.slow
 def test_test_tool_tta(demo_run, load_tool):
     """--tta: the config's tta_pipeline (every scale and flip of each image) merged by its
     tta_model; the metrics come out. Mask R-CNN configs have none (MMDetection's DetTTAModel

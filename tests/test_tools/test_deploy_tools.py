@@ -66,6 +66,7 @@ def det_export(tmp_path_factory, load_tool):
     return _export('det', tmp_path_factory.mktemp('deploy_det'), load_tool)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('task', ['seg', 'det'])
 def test_one_dynamic_file_matches_eager_at_every_size(task, request):
     config, checkpoint, result = request.getfixturevalue(f'{task}_export')
@@ -87,6 +88,7 @@ def test_one_dynamic_file_matches_eager_at_every_size(task, request):
         assert max_differences(expected, session(image))[0] <= 1e-4, size
 
 
+@pytest.mark.slow
 def test_onnx_seg_demo_agrees_with_mmseg_inference(seg_export, tmp_path, load_tool):
     """ONNX Runtime + numpy + PIL only, labels against mmseg's inference_model (the
     config's test pipeline and data preprocessor) on the same weights."""
@@ -124,6 +126,7 @@ def test_a_static_segmentor_export_refuses_check_shapes(load_tool):
                                               '--check-shape', '96', '96'])
 
 
+@pytest.mark.slow
 def test_onnx_seg_demo_refuses_a_detector_file(det_export, tmp_path, load_tool):
     *_, result = det_export
     image_path = tmp_path / 'image.png'

@@ -344,7 +344,7 @@ class NAT(BaseModule):
         self.num_features = tuple(embed_dim * 2 ** i for i in range(num_levels))
 
         self.patch_embed = ConvTokenizer(in_channels, embed_dim)
-        drop_paths = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        drop_paths = torch.linspace(0, drop_path_rate, sum(depths), device='cpu').tolist()
         self.levels = nn.ModuleList()
         for i, depth in enumerate(depths):
             first_block = sum(depths[:i])
