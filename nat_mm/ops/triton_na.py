@@ -522,9 +522,9 @@ class LaunchPlan:
         maps = batch * heads
         fold = -(-maps // MAX_GRID_YZ)
         self.grid = (dilation * dilation * self.tiles, -(-maps // fold), fold)
-        self.upcast = (dtype in (torch.float32, torch.float64)
-                       or (dtype == torch.bfloat16 and interpreted))
-        self.options = {name: launch_options(name, self.ty * self.tx, head_dim, self.upcast,
+        fp32_dots = dtype in (torch.float32, torch.float64)
+        self.upcast = fp32_dots or (dtype == torch.bfloat16 and interpreted)
+        self.options = {name: launch_options(name, self.ty * self.tx, head_dim, fp32_dots,
                                              dropout)
                         for name in ('fwd', 'dq', 'dkv')}
 
