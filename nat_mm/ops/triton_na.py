@@ -478,17 +478,18 @@ def _gpu_plan_wanted():
     return value == 'gpu' or not _interpreted()
 
 
-def launch_options(kernel, tile, head_dim, fp32_dots):
+def launch_options(kernel, tile, head_dim, fp32_dots, dropout):
     """Triton launch options of ``kernel`` ('fwd', 'dq' or 'dkv') on a GPU
     for tiles of ``tile`` queries (or keys), chosen with the kernel report
     (docs/gpu.md): 4 warps; 8 for the forward and dK/dV kernels at head_dim
     > 64 (their (64, 128) accumulators stay in registers; the dQ kernel's
     tl.gather does not compile with 8 warps on Triton 3.6 and 3.7); with
-    16-bit dots, the dK/dV kernel's registers capped at 128 (4 blocks per SM)
-    while its tile holds at most 2048 (key, channel) pairs, where ptxas left
-    alone either takes far more or spills below the cap."""
+    16-bit dots and no dropout, the dK/dV kernel's registers capped at 128
+    (4 blocks per SM) while its tile holds at most 2048 (key, channel) pairs,
+    where ptxas left alone either takes far more or spills below the cap."""
     options = dict(num_warps=8 if head_dim > 64 and kernel != 'dq' else 4)
-    if kernel == 'dkv' and not fp32_dots and tile * max(16, _next_pow2(head_dim)) <= 2048:
+    if (kernel == 'dkv' and not fp32_dots and not dropout
+            and tile * max(16, _next_pow2(head_dim)) <= 2048):
         options['maxnreg'] = 128
     return options
 
@@ -504,11 +505,12 @@ class LaunchPlan:
 
     Args:
         shape: (B, heads, H, W, head_dim).
+        dropout: whether the call drops attention weights.
         gpu: True for a GPU's plan, False for the interpreter's; None: the
             GPU's when compiled, or when ``NAT_MM_TRITON_TILES=gpu``.
     """
 
-    def __init__(self, shape, dtype, kernel_size, dilation, gpu=None):
+    def __init__(self, shape, dtype, kernel_size, dilation, dropout=False, gpu=None):
         batch, heads, height, width, head_dim = shape
         interpreted = _interpreted()
         gpu = _gpu_plan_wanted() if gpu is None else gpu
@@ -521,9 +523,10 @@ class LaunchPlan:
         maps = batch * heads
         fold = -(-maps // MAX_GRID_YZ)
         self.grid = (dilation * dilation * self.tiles, -(-maps // fold), fold)
-        self.upcast = (dtype in (torch.float32, torch.float64)
-                       or (dtype == torch.bfloat16 and interpreted))
-        self.options = {name: launch_options(name, self.ty * self.tx, head_dim, self.upcast)
+        fp32_dots = dtype in (torch.float32, torch.float64)
+        self.upcast = fp32_dots or (dtype == torch.bfloat16 and interpreted)
+        self.options = {name: launch_options(name, self.ty * self.tx, head_dim, fp32_dots,
+                                             dropout)
                         for name in ('fwd', 'dq', 'dkv')}
 
 
@@ -631,7 +634,7 @@ def backward_launches(query, key, value, rpb, out, grad_out, lse, delta, dq, dk,
 
 def _forward(ctx, query, key, value, rpb, kernel_size, dilation, scale, dropout_p):
     batch, heads, height, width, head_dim = query.shape
-    plan = LaunchPlan(query.shape, query.dtype, kernel_size, dilation)
+    plan = LaunchPlan(query.shape, query.dtype, kernel_size, dilation, dropout_p > 0)
     seed = dropout_seed() % (2 ** 31) if dropout_p > 0 else 0
     out = torch.empty(query.shape, dtype=query.dtype, device=query.device)
     _check_slices(query, key, value, out)

@@ -180,7 +180,7 @@ def launches(dtype, kernel_size, head_dim, rpb, dropout, batch=2, heads=4, size=
     q, k, v = qkv.permute(3, 0, 4, 1, 2, 5).unbind(0)
     bias = torch.zeros(heads, 2 * kernel_size - 1, 2 * kernel_size - 1, dtype=dtype)
     bias = bias if rpb else None
-    plan = triton_na.LaunchPlan(shape, dtype, kernel_size, dilation, gpu=True)
+    plan = triton_na.LaunchPlan(shape, dtype, kernel_size, dilation, dropout, gpu=True)
     out, dout, dq, dk, dv = (torch.zeros(shape, dtype=dtype) for _ in range(5))
     lse, delta = (torch.zeros(batch * heads, size * size) for _ in range(2))
     slots = (torch.zeros(batch * heads, plan.grid[0], plan.block_r, plan.block_r)

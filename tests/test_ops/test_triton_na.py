@@ -247,10 +247,12 @@ def test_gpu_tiles_match_reference(gpu_tiles, batch, heads, height, width, head_
 
 
 def test_gpu_tiles_env_gives_the_gpu_plan(gpu_tiles):
-    shape = (2, 3, 20, 19, 32)
-    for kernel in (7, 13):
-        under_env = vars(triton_na.LaunchPlan(shape, torch.float32, kernel, 2))
-        gpu = vars(triton_na.LaunchPlan(shape, torch.float32, kernel, 2, gpu=True))
+    """Everything but the upcast of bf16 dots (the interpreter's bf16 tl.dot)."""
+    shape = (2, 3, 20, 19, 128)
+    for kernel, dtype in [(7, torch.float32), (13, torch.bfloat16), (7, torch.float16)]:
+        under_env = vars(triton_na.LaunchPlan(shape, dtype, kernel, 2))
+        gpu = vars(triton_na.LaunchPlan(shape, dtype, kernel, 2, gpu=True))
+        assert under_env.pop('upcast') == gpu.pop('upcast') or dtype == torch.bfloat16
         assert under_env == gpu
         assert (gpu['ty'], gpu['tx']) == triton_na.gpu_tile(kernel)
 
