@@ -88,8 +88,8 @@ with open(os.path.join(os.environ['STANDIN_RECORD'], 'srun.json'), 'w') as f:
     json.dump(dict(argv=arguments, env=dict(os.environ)), f)
 if os.environ.get('STANDIN_SRUN_RUN') != '1':
     sys.exit(0)
-options = [a for a in arguments if a.startswith('-')]
-command = arguments[len(options):]
+command_start = next(i for i, a in enumerate(arguments) if not a.startswith('-'))
+options, command = arguments[:command_start], arguments[command_start:]
 if '--ntasks=1' not in options:
     sys.exit('stand-in srun: runs 1-task jobs only, got ' + ' '.join(options))
 job_name = [a.split('=', 1)[1] for a in options if a.startswith('--job-name=')][0]
