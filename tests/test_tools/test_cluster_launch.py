@@ -46,7 +46,10 @@ def test_two_node_torchrun_training(tmp_path, tiny_ade, seg_demo_options, train_
     work_dir = tmp_path / 'work'
     options = ['--work-dir', str(work_dir), '--cfg-options',
                *seg_demo_options(tiny_ade, max_iters=2)]
-    env = _clean_environment(NNODES='2', PORT=_free_port(), MASTER_ADDR='127.0.0.1')
+    # the two "nodes" share this machine's cores: one thread each (torchrun sets this itself
+    # only for several processes per node)
+    env = _clean_environment(NNODES='2', PORT=_free_port(), MASTER_ADDR='127.0.0.1',
+                             OMP_NUM_THREADS='1')
     script = str(TOOLS / 'dist_train.sh')
     nodes = [subprocess.Popen(['bash', script, SEG_DEMO, '1', *options],
                               env=dict(env, NODE_RANK='0'), stdout=subprocess.PIPE,
