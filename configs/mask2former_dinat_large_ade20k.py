@@ -6,10 +6,13 @@
 _base_ = [
     'mmseg::mask2former/mask2former_swin-l-in22k-384x384-pre_8xb2-160k_ade20k-640x640.py',
     './_base_/mask2former_dinat_large.py',
+    './_base_/nat_runtime.py',
 ]
 
 # mmdet.models: MMSegmentation's Mask2FormerHead is built from MMDetection's modules.
-custom_imports = dict(imports=['nat_mm', 'mmdet.models'], allow_failed_imports=False)
+custom_imports = dict(imports=['nat_mm', 'nat_mm.launch.hooks', 'mmdet.models'],
+                      allow_failed_imports=False)
+custom_hooks = {{_base_.nat_custom_hooks}}
 
 model = dict(
     backbone={{_base_.dinat_m2f_backbone}},

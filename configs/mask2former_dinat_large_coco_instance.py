@@ -6,9 +6,11 @@
 _base_ = [
     'mmdet::mask2former/mask2former_swin-s-p4-w7-224_8xb2-lsj-50e_coco.py',
     './_base_/mask2former_dinat_large.py',
+    './_base_/nat_runtime.py',
 ]
 
-custom_imports = dict(imports=['nat_mm'], allow_failed_imports=False)
+custom_imports = dict(imports=['nat_mm', 'nat_mm.launch.hooks'], allow_failed_imports=False)
+custom_hooks = {{_base_.nat_custom_hooks}}
 
 model = dict(
     backbone={{_base_.dinat_m2f_backbone}},

@@ -9,9 +9,11 @@
 _base_ = [
     'mmdet::mask2former/mask2former_swin-l-p4-w12-384-in21k_16xb1-lsj-100e_coco-panoptic.py',
     './_base_/mask2former_dinat_large.py',
+    './_base_/nat_runtime.py',
 ]
 
-custom_imports = dict(imports=['nat_mm'], allow_failed_imports=False)
+custom_imports = dict(imports=['nat_mm', 'nat_mm.launch.hooks'], allow_failed_imports=False)
+custom_hooks = {{_base_.nat_custom_hooks}}
 
 model = dict(
     backbone={{_base_.dinat_m2f_backbone}},

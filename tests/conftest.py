@@ -1,9 +1,18 @@
-"""Shared by every test: the Triton interpreter flag, and the one way to load a script of
-tools/ (or dev/).
+"""Shared by every test: the Triton interpreter flag, the Hypothesis profiles, and the one
+way to load a script of tools/ (or dev/).
 
 Without CUDA, Triton kernels run through Triton's interpreter: the flag must
 be set before the kernels are defined (nat_mm.ops.triton_na decorates them at
 import), so it is set here, before any test module imports nat_mm.
+
+Hypothesis profiles of the property tests (``tests/*/test_*_properties.py``),
+chosen with ``HYPOTHESIS_PROFILE`` (default ``ci``):
+
+- ``ci``: derandomized (the same examples on every run), a fixed number of
+  examples; a failure prints the reproducing example and its
+  ``@reproduce_failure`` blob.
+- ``soak``: random examples, many more; for a long local run
+  (``HYPOTHESIS_PROFILE=soak pytest tests -k properties``).
 """
 import importlib.util
 import os
@@ -11,9 +20,18 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import HealthCheck, Phase, settings
 
 if not torch.cuda.is_available():
     os.environ.setdefault('TRITON_INTERPRET', '1')
+
+# No 'explain' phase: it reruns a failing example hundreds of times (minutes here).
+_COMMON = dict(deadline=None, print_blob=True,
+               phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
+               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.register_profile('ci', max_examples=100, derandomize=True, database=None, **_COMMON)
+settings.register_profile('soak', max_examples=2200, **_COMMON)
+settings.load_profile(os.environ.get('HYPOTHESIS_PROFILE', 'ci'))
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

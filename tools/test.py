@@ -16,8 +16,9 @@ import os.path as osp
 
 from mmengine.config import DictAction
 
-from nat_mm.launch import (adapt_config_to_device, build_runner, check_dataset_paths,
-                           init_distributed, load_config, shutdown_distributed)
+from nat_mm.launch import (adapt_config_to_device, build_runner, check_dataset_files,
+                           check_dataset_paths, init_distributed, load_config,
+                           shutdown_distributed)
 
 
 def parse_args(argv=None):
@@ -104,6 +105,7 @@ def main(argv=None):
         raise FileNotFoundError(f'checkpoint {args.checkpoint} does not exist')
     cfg = build_config(args)
     check_dataset_paths(cfg, mode='test')
+    check_dataset_files(cfg, mode='test')
     init_distributed(args.launcher)
     runner = build_runner(cfg)
     metrics = runner.test()

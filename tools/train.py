@@ -13,13 +13,13 @@ Examples:
 import argparse
 import logging
 import os
-import os.path as osp
 
 from mmengine.config import DictAction
 from mmengine.logging import print_log
 
-from nat_mm.launch import (adapt_config_to_device, build_runner, check_dataset_paths,
-                           init_distributed, load_config, shutdown_distributed)
+from nat_mm.launch import (adapt_config_to_device, build_runner, check_dataset_files,
+                           check_dataset_paths, init_distributed, load_config,
+                           resolve_resume_checkpoint, shutdown_distributed)
 
 
 def parse_args(argv=None):
@@ -83,10 +83,10 @@ def build_config(args):
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.resume not in (None, 'auto') and not osp.isfile(args.resume):
-        raise FileNotFoundError(f'--resume: checkpoint {args.resume} does not exist')
     cfg = build_config(args)
+    resolve_resume_checkpoint(cfg)
     check_dataset_paths(cfg, mode='train')
+    check_dataset_files(cfg, mode='train')
     init_distributed(args.launcher)
     runner = build_runner(cfg)
     runner.train()

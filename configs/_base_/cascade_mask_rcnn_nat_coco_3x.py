@@ -9,9 +9,11 @@
 _base_ = [
     'mmdet::convnext/cascade-mask-rcnn_convnext-t-p4-w7_fpn_4conv1fc-giou_amp-ms-crop-3x_coco.py',  # noqa: E501
     './nat_backbone.py',
+    './nat_runtime.py',
 ]
 
-custom_imports = dict(imports=['nat_mm'], allow_failed_imports=False)
+custom_imports = dict(imports=['nat_mm', 'nat_mm.launch.hooks'], allow_failed_imports=False)
+custom_hooks = {{_base_.nat_custom_hooks}}
 
 model = dict(
     backbone={{_base_.nat_backbone}},

@@ -5,9 +5,14 @@
 # Total batch size 16 = 8 GPUs x 2 images (train_dataloader.batch_size is per GPU). With another
 # total batch size, add --auto-scale-lr to tools/train.py: it scales lr = 1e-4 by
 # (GPUs x batch_size) / auto_scale_lr.base_batch_size.
-_base_ = ['mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_amp-ms-crop-3x_coco.py', './nat_backbone.py']
+_base_ = [
+    'mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_amp-ms-crop-3x_coco.py',
+    './nat_backbone.py',
+    './nat_runtime.py',
+]
 
-custom_imports = dict(imports=['nat_mm'], allow_failed_imports=False)
+custom_imports = dict(imports=['nat_mm', 'nat_mm.launch.hooks'], allow_failed_imports=False)
+custom_hooks = {{_base_.nat_custom_hooks}}
 
 model = dict(
     backbone={{_base_.nat_backbone}},

@@ -9,9 +9,11 @@
 _base_ = [
     'mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py',
     './nat_backbone.py',
+    './nat_runtime.py',
 ]
 
-custom_imports = dict(imports=['nat_mm'], allow_failed_imports=False)
+custom_imports = dict(imports=['nat_mm', 'nat_mm.launch.hooks'], allow_failed_imports=False)
+custom_hooks = {{_base_.nat_custom_hooks}}
 
 model = dict(
     backbone={{_base_.nat_backbone}},

@@ -3,6 +3,14 @@
 - :func:`check_dataset_paths`: a dataset that is not where the config expects
   it fails at once with the expected layout and the ways to fix it, instead
   of deep inside dataset construction.
+- :func:`check_dataset_files`: annotation JSON that does not parse, and
+  images or label maps that are empty, not images or cut short, fail before
+  training with the files named, instead of an error (or a silently
+  half-grey image) hours into the run.
+- :func:`resolve_resume_checkpoint`: a damaged checkpoint (cut short by a kill
+  while it was written, or empty) is never unpickled: ``--resume`` without a
+  path falls back to the latest complete checkpoint, an explicit path stops
+  with the file named.
 - :func:`adapt_config_to_device`: the published configs train in fp16 with
   SyncBN on GPUs; on a CPU-only machine they run in fp32 (AmpOptimWrapper ->
   OptimWrapper), and a distributed CPU run uses the gloo backend, BN instead of
@@ -12,10 +20,13 @@
 
 Only torch and mmengine are needed here.
 """
+import json
 import logging
 import os
 import os.path as osp
+import re
 import subprocess
+import zipfile
 
 import torch
 import torch.distributed as dist
@@ -92,7 +103,7 @@ def check_dataset_paths(cfg, mode='train'):
         for dataset_key, dataset_cfg in _leaf_datasets(loader['dataset'], f'{loader_key}.dataset'):
             expected = _expected_paths(dataset_cfg)
             absent = [path for path, _ in expected if not osp.exists(path)]
-            if expected[0][1] == 'data_root' and absent[:1] == [expected[0][0]]:
+            if absent and expected[0][1] == 'data_root' and absent[0] == expected[0][0]:
                 absent = absent[:1]  # everything under a missing data_root is missing too
             if absent:
                 missing.extend(f'{path}  ({dataset_key})' for path in absent)
@@ -112,6 +123,211 @@ def check_dataset_paths(cfg, mode='train'):
         '\nPut the dataset there (a symbolic link works), or point the config at it with\n'
         f'  --cfg-options {" ".join(dict.fromkeys(root_keys))}\n'
         f'or run the built-in demo on generated data: python tools/demo.py --task {task}')
+
+
+#: What the dataset check reads of an image or label map, by suffix: (format, first bytes,
+#: bytes found near the end of a complete file, their name).
+IMAGE_SIGNATURES = {
+    '.jpg': ('JPEG', b'\xff\xd8\xff', b'\xff\xd9', 'end-of-image marker FF D9'),
+    '.jpeg': ('JPEG', b'\xff\xd8\xff', b'\xff\xd9', 'end-of-image marker FF D9'),
+    '.png': ('PNG', b'\x89PNG\r\n\x1a\n', b'IEND\xaeB`\x82', 'IEND chunk'),
+}
+#: The end marker must lie in this many final bytes (some writers pad after it).
+_TAIL_BYTES = 4096
+#: Damaged files listed in one error at most.
+_LISTED = 20
+
+
+def image_damage(path):
+    """Why the image or label map at ``path`` cannot be read whole, or None.
+
+    Reads only its first and last bytes: an empty file, a file whose content
+    is not of the format its suffix names (e.g. text or HTML saved as .jpg),
+    and a JPEG or PNG without its end marker (cut short by an interrupted
+    download, copy or extraction). Damage inside a complete file is not seen.
+    """
+    size = osp.getsize(path)
+    if size == 0:
+        return 'empty file (0 bytes)'
+    signature = IMAGE_SIGNATURES.get(osp.splitext(path)[1].lower())
+    if signature is None:
+        return None
+    name, head, end, end_name = signature
+    with open(path, 'rb') as f:
+        first = f.read(max(8, len(head)))
+        f.seek(max(0, size - _TAIL_BYTES))
+        tail = f.read()
+    if not first.startswith(head):
+        return f'not a {name} image: it starts with {first!r}'
+    if end not in tail:
+        return f'{name} image cut short: no {end_name} at its end ({size} bytes)'
+    return None
+
+
+def _json_damage(path):
+    try:
+        with open(path, 'rb') as f:
+            json.load(f)
+    except UnicodeDecodeError as error:
+        return f'not text (UTF-8): {error}'
+    except json.JSONDecodeError as error:
+        end = ' (at its end: the file was cut short)' if error.pos >= osp.getsize(path) else ''
+        return f'not valid JSON: {error.msg} at line {error.lineno} column {error.colno}{end}'
+    return None
+
+
+def _files_under(folder):
+    for root, _, names in os.walk(folder):
+        for name in sorted(names):
+            yield osp.join(root, name)
+
+
+def check_dataset_files(cfg, mode='train'):
+    """Raise if an annotation file or an image of a dataset the run needs is damaged.
+
+    Run after :func:`check_dataset_paths`. Every JSON ``ann_file`` of the
+    datasets and of the evaluators is parsed (each once); every file in the
+    ``data_prefix`` folders (images, label maps) is checked with
+    :func:`image_damage`.
+
+    Raises:
+        ValueError: one error naming every damaged file (the first
+            :data:`_LISTED`), what is wrong with it and what to do.
+    """
+    if mode not in LOADERS_BY_MODE:
+        raise ValueError(f'mode must be one of {sorted(LOADERS_BY_MODE)}, got {mode!r}')
+    json_files, folders = {}, {}
+    for loader_key in LOADERS_BY_MODE[mode]:
+        loader = cfg.get(loader_key)
+        if not loader or 'dataset' not in loader:
+            continue
+        for dataset_key, dataset_cfg in _leaf_datasets(loader['dataset'], f'{loader_key}.dataset'):
+            for path, what in _expected_paths(dataset_cfg):
+                if what == 'ann_file' and path.endswith('.json'):
+                    json_files.setdefault(path, f'{dataset_key}.ann_file')
+                elif what.startswith('data_prefix.') and osp.isdir(path):
+                    folders.setdefault(path, f'{dataset_key}.{what}')
+        for key, path in _evaluator_files(cfg, loader_key):
+            if path.endswith('.json'):
+                json_files.setdefault(path, key)
+    problems = []
+    for path, key in json_files.items():
+        damage = _json_damage(path)
+        if damage:
+            problems.append(f'{path}  ({key}): {damage}')
+    for folder, key in folders.items():
+        for path in _files_under(folder):
+            damage = image_damage(path)
+            if damage:
+                problems.append(f'{path}  ({key}): {damage}')
+    if not problems:
+        return
+    more = f'\n  ... and {len(problems) - _LISTED} more' if len(problems) > _LISTED else ''
+    raise ValueError(
+        f'{len(problems)} damaged dataset file(s), found before training:\n  ' +
+        '\n  '.join(problems[:_LISTED]) + more +
+        '\nReplace each with a good copy (download or extract the dataset again, or rerun the '
+        'script that made it), or remove it (an image together with its annotation).')
+
+
+#: Checkpoints MMEngine's CheckpointHook writes.
+_CHECKPOINT_NAME = re.compile(r'^(?:iter|epoch)_(\d+)\.pth$')
+
+
+def checkpoint_damage(path):
+    """Why the file at ``path`` is not a complete ``torch.save`` checkpoint, or None.
+
+    torch.save writes a zip archive (torch >= 1.6) whose directory is at its
+    end: a file cut short (its writer killed) has none. Only the directory is
+    read, not the tensors.
+    """
+    size = osp.getsize(path)
+    if size == 0:
+        return 'it is empty (0 bytes)'
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return (f'it is not a complete checkpoint ({size} bytes without the zip directory '
+                'torch.save writes at the end): it was cut short, e.g. the run was killed '
+                'while writing it, or it is another kind of file')
+    if not any(name.split('/')[-1] == 'data.pkl' for name in names):
+        return 'it is a zip archive without data.pkl, not a checkpoint saved by torch.save'
+    return None
+
+
+def complete_checkpoints(folder):
+    """The checkpoints ``iter_N.pth`` / ``epoch_N.pth`` in ``folder`` that are
+    complete (:func:`checkpoint_damage`), highest N first."""
+    found = []
+    for name in os.listdir(folder) if osp.isdir(folder) else []:
+        match = _CHECKPOINT_NAME.match(name)
+        if match:
+            found.append((int(match.group(1)), osp.join(folder, name)))
+    return [path for _, path in sorted(found, reverse=True) if checkpoint_damage(path) is None]
+
+
+def resolve_resume_checkpoint(cfg):
+    """Check the checkpoint a resumed run will load, before anything unpickles it.
+
+    ``cfg.resume`` with ``cfg.load_from`` (``--resume PATH``): the file must
+    exist and be complete. ``cfg.resume`` alone (``--resume``): MMEngine
+    resumes from the file named in ``work_dir/last_checkpoint``; when that
+    file is missing, empty, names a missing file or a damaged one, the latest
+    complete ``iter_N.pth`` / ``epoch_N.pth`` in the work dir is used instead
+    (``cfg.load_from`` is set to it, with a warning naming the damaged file).
+
+    Returns:
+        The checkpoint the run will resume from, or None (no resume, or
+        nothing to resume from: MMEngine starts from scratch).
+
+    Raises:
+        FileNotFoundError: an explicit checkpoint that does not exist.
+        ValueError: an explicit checkpoint that is damaged, or a damaged
+            latest checkpoint with no complete one to fall back to.
+    """
+    if not cfg.get('resume'):
+        return None
+    explicit = cfg.get('load_from')
+    if explicit:
+        if not osp.isfile(explicit):
+            raise FileNotFoundError(f'--resume: checkpoint {explicit} does not exist')
+        damage = checkpoint_damage(explicit)
+        if damage is None:
+            return explicit
+        others = [path for path in complete_checkpoints(osp.dirname(explicit) or '.')
+                  if not osp.samefile(path, explicit)]
+        fix = (f'Resume from the latest complete checkpoint beside it: --resume {others[0]}'
+               if others else 'There is no complete checkpoint beside it: train without '
+               '--resume, or resume from a copy')
+        raise ValueError(f'--resume: checkpoint {explicit} is damaged: {damage}. {fix}.')
+
+    pointer = osp.join(cfg.work_dir, 'last_checkpoint')
+    latest, problem = None, None
+    if osp.isfile(pointer):
+        with open(pointer) as f:
+            latest = f.read().strip()
+        if not latest:
+            problem = f'{pointer} is empty'
+        elif not osp.isfile(latest):
+            problem = f'{pointer} names {latest}, which does not exist'
+        else:
+            damage = checkpoint_damage(latest)
+            if damage is None:
+                return latest
+            problem = f'the latest checkpoint {latest} (named by {pointer}) is damaged: {damage}'
+    candidates = complete_checkpoints(cfg.work_dir)
+    if candidates:
+        print_log(f'--resume: {problem or f"there is no {pointer}"}; resuming from the latest '
+                  f'complete checkpoint {candidates[0]} instead.', logger='current',
+                  level=logging.WARNING)
+        cfg.load_from = candidates[0]
+        return candidates[0]
+    if problem is None:
+        return None
+    raise ValueError(f'--resume: {problem}, and {cfg.work_dir} holds no complete checkpoint '
+                     'to resume from instead. Train without --resume (or delete the damaged '
+                     'file and the pointer first).')
 
 
 def _sync_bn_to_bn(node):

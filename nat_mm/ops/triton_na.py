@@ -17,21 +17,40 @@ program handles one (image * head, tile of TY x TX queries of one group):
               dK/dV kernel (per tile of keys): loops over the queries whose
                   windows can hold those keys, which along each axis is one
                   contiguous range (window starts are monotone in the query),
-                  computed in closed form; dv += P^T dO, dk += scale dS^T q.
+                  computed in closed form, in one flat loop over (chunk of
+                  BLOCK_N query columns, query row); dv += P^T dO, dk += scale dS^T q.
                   Every key is written by exactly one program: no atomics.
 
 A key halo row is BLOCK_N = 16 consecutive keys of one group row (TX + K - 1
 <= 16 for K <= 13 with TX = 8 for K <= 7 and 4 above), so the dots are
 (TY*TX, head_dim) x (head_dim, 16), legal tl.dot shapes on every GPU.
 
-The rpb gradient is deterministic: within a key halo row the rpb row index
-(K-1) + r - query_row depends on the query only, so each program scatters
-its dS columns onto rpb columns by a one-hot reduction over the block and
-its rows by a one-hot tl.dot, writes its (2K-1, 2K-1) partial sum to its own
-slot, and one torch.sum over the slots in a fixed order finishes it.
+The rpb gradient is deterministic: in halo row r the pair (query m, key j)
+has rpb column (K-1) + kc0 + j - qx(m) and row (K-1) + r - qy(m), so each
+program gathers dS onto rpb columns (tl.gather along the keys), sums the
+queries of each tile row, gathers those rows onto rpb rows (tl.gather along
+the tile rows), accumulates its (2K-1, 2K-1) partial sum in registers, writes
+it to its own slot, and one torch.sum over the slots in a fixed order
+finishes it. The rpb itself is read with row and column indices clamped into
+the table (no mask): pairs outside a window read some entry and are selected
+away with the rest of the pair.
 
 Launches per call: 1 forward, 2 backward (plus one torch.sum for the rpb),
-whatever the map size.
+whatever the map size. The grid is (dilation groups * tiles, maps, 1) with
+maps = B * heads, folded over its axes 1 and 2 past CUDA's 65535 limit.
+
+Addressing: each program forms int64 scalar pointers to its (image, head)
+and tile origin, and int32 per-element offsets from there (registers), which
+requires every (H, W, head_dim) slice of an input to span < 2**31 elements
+(checked). Rows of the key halo advance a scalar pointer.
+
+Tiles: a GPU runs :func:`gpu_tile`; Triton's interpreter runs
+:func:`interpreter_tile` (fewer, larger programs), or exactly the GPU's
+launch plan with ``NAT_MM_TRITON_TILES=gpu`` (read when a call's plan is
+made), which is how the tests cover the GPU's geometry on a CPU. Warps and
+register caps: :func:`launch_options`. ``nat_mm.ops.triton_report`` compiles
+the kernels offline for NVIDIA GPUs and reports registers, spills and
+occupancy.
 
 Inputs are read through their strides (the module's q, k, v are views of one
 projection: no copies). Float16/bfloat16 dots run in that dtype with float32
@@ -95,82 +114,102 @@ if triton is not None:
         return tl.minimum(tl.maximum(i - KS // 2, 0), length - KS)
 
     @triton.jit
-    def _tile_coords(pid, tiles_x, tiles, H, W, DIL, TY: tl.constexpr, TX: tl.constexpr):
-        """Group (gy, gx), its size (Hg, Wg) and the tile's group coords of
-        one program's TY x TX block of queries (or keys)."""
+    def _program_map(heads):
+        """(b, h, bh) of this program's map: grid axes 1 and 2 together number
+        the B * heads maps (axis 2 > 1 only past CUDA's 65535 limit on axis 1)."""
+        bh = tl.program_id(1) + tl.program_id(2) * tl.num_programs(1)
+        return bh // heads, bh % heads, bh
+
+    @triton.jit
+    def _tile_origin(pid, tiles_x, tiles, H, W, DIL, TY: tl.constexpr, TX: tl.constexpr):
+        """Group (gy, gx), its size (Hg, Wg) and the group coords (y0, x0) of
+        the first query (or key) of one program's TY x TX tile."""
         g = pid // tiles
         t = pid % tiles
         gy = g // DIL
         gx = g % DIL
         hg = (H - gy + DIL - 1) // DIL
         wg = (W - gx + DIL - 1) // DIL
-        y0 = (t // tiles_x) * TY
-        x0 = (t % tiles_x) * TX
-        m = tl.arange(0, TY * TX).to(tl.int64)
-        return gy, gx, hg, wg, y0, x0, y0 + m // TX, x0 + m % TX
+        return gy, gx, hg, wg, (t // tiles_x) * TY, (t % tiles_x) * TX
+
+    @triton.jit
+    def _base(ptr, b, h, row, col, sb, sh, sy, sx):
+        """Scalar pointer to element (b, h, row, col, 0) of a strided tensor,
+        in int64 (the per-element offsets added to it are small int32s)."""
+        return (ptr + b.to(tl.int64) * sb + h.to(tl.int64) * sh + row.to(tl.int64) * sy
+                + col.to(tl.int64) * sx)
 
     @triton.jit
     def _keep(seed, bh, row, col, ny, nx, H, W, dropout_p, KS: tl.constexpr):
-        """Dropout keep mask of (query (row, col) of map bh, neighbour (ny, nx)).
-        The offsets are cut to int32 (Philox's 32-bit counter on every Triton
-        version; unique below 2**31 query-neighbour pairs)."""
+        """Dropout keep mask of (query (row, col) of map bh, neighbour (ny, nx)):
+        Philox keyed on the global (query, neighbour) index, in int32
+        (wrapping: unique below 2**31 query-neighbour pairs)."""
         offs = ((bh * H + row) * W + col) * (KS * KS) + ny * KS + nx
-        return tl.rand(seed, offs.to(tl.int32)) >= dropout_p
+        return tl.rand(seed, offs) >= dropout_p
 
     @triton.jit
     def _na_fwd_kernel(
             Q, K, V, RPB, O, LSE,
             sqb, sqh, sqy, sqx, sqd, skb, skh, sky, skx, skd,
             svb, svh, svy, svx, svd, srh, sry, srx,
-            heads, H, W, D, DIL, tiles_x, tiles, scale, dropout_p, seed,
+            batch, heads, H, W, D, DIL, tiles_x, tiles, scale, dropout_p, seed,
             KS: tl.constexpr, TY: tl.constexpr, TX: tl.constexpr, BLOCK_N: tl.constexpr,
             BLOCK_D: tl.constexpr, HAS_RPB: tl.constexpr, DROPOUT: tl.constexpr,
             UPCAST: tl.constexpr):
-        pid = tl.program_id(0).to(tl.int64)
-        bh = tl.program_id(1).to(tl.int64)
-        b = bh // heads
-        h = bh % heads
-        gy, gx, hg, wg, y0, x0, qy, qx = _tile_coords(pid, tiles_x, tiles, H, W, DIL, TY, TX)
+        b, h, bh = _program_map(heads)
+        if b >= batch:
+            return
+        gy, gx, hg, wg, y0, x0 = _tile_origin(tl.program_id(0), tiles_x, tiles, H, W, DIL,
+                                              TY, TX)
+        m = tl.arange(0, TY * TX)
+        qy = y0 + m // TX
+        qx = x0 + m % TX
         q_ok = (qy < hg) & (qx < wg)
-        q_row = gy + DIL * qy
-        q_col = gx + DIL * qx
-        d = tl.arange(0, BLOCK_D).to(tl.int64)
+        row0 = gy + DIL * y0
+        col0 = gx + DIL * x0
+        d = tl.arange(0, BLOCK_D)
         d_ok = d < D
-        q = tl.load(Q + b * sqb + h * sqh + q_row[:, None] * sqy + q_col[:, None] * sqx
-                    + d[None, :] * sqd, mask=q_ok[:, None] & d_ok[None, :], other=0.0)
+        qd_mask = q_ok[:, None] & d_ok[None, :]
+        q = tl.load(_base(Q, b, h, row0, col0, sqb, sqh, sqy, sqx)
+                    + (DIL * (qy - y0))[:, None] * sqy + (DIL * (qx - x0))[:, None] * sqx
+                    + d[None, :] * sqd, mask=qd_mask, other=0.0)
         if UPCAST:
             q = q.to(tl.float32)
         sy = _win_start(qy, hg, KS)
         sx = _win_start(qx, wg, KS)
-        kc = _win_start(x0, wg, KS) + tl.arange(0, BLOCK_N)
-        k_col = gx + DIL * kc
-        kc_ok = kc < wg
-        col_in = (kc[None, :] >= sx[:, None]) & (kc[None, :] < sx[:, None] + KS)
-        col_in = col_in & q_ok[:, None]
-        col_bias = (KS - 1) + kc[None, :] - qx[:, None]
-        kv_mask = kc_ok[:, None] & d_ok[None, :]
-        k_ptrs = K + b * skb + h * skh + k_col[:, None] * skx + d[None, :] * skd
-        v_ptrs = V + b * svb + h * svh + k_col[:, None] * svx + d[None, :] * svd
-        rpb_ptrs = RPB + h * srh + ((KS - 1) - qy)[:, None] * sry + col_bias * srx
+        kc0 = _win_start(x0, wg, KS)
+        kc = kc0 + tl.arange(0, BLOCK_N)
+        kv_mask = (kc < wg)[:, None] & d_ok[None, :]
+        k_off = (DIL * (kc - x0))[:, None] * skx + d[None, :] * skd
+        v_off = (DIL * (kc - x0))[:, None] * svx + d[None, :] * svd
+        col_in = ((kc[None, :] >= sx[:, None]) & (kc[None, :] < sx[:, None] + KS)
+                  & q_ok[:, None])
+        r_lo = _win_start(y0, hg, KS)
+        r_hi = _win_start(tl.minimum(y0 + TY - 1, hg - 1), hg, KS) + KS
+        k_row = _base(K, b, h, gy + DIL * r_lo, col0, skb, skh, sky, skx)
+        v_row = _base(V, b, h, gy + DIL * r_lo, col0, svb, svh, svy, svx)
+        k_step = tl.cast(sky, tl.int64) * DIL
+        v_step = tl.cast(svy, tl.int64) * DIL
+        rpb_head = RPB + h.to(tl.int64) * srh
 
         m_i = tl.full([TY * TX], float('-inf'), tl.float32)
         l_i = tl.zeros([TY * TX], tl.float32)
         acc = tl.zeros([TY * TX, BLOCK_D], tl.float32)
-        r_lo = _win_start(y0, hg, KS)
-        r_hi = _win_start(tl.minimum(y0 + TY - 1, hg - 1), hg, KS) + KS
-        k_ptrs += (gy + DIL * r_lo) * sky
-        v_ptrs += (gy + DIL * r_lo) * svy
-        rpb_ptrs += r_lo * sry
         for r in range(r_lo, r_hi):
-            k = tl.load(k_ptrs, mask=kv_mask, other=0.0)
-            v = tl.load(v_ptrs, mask=kv_mask, other=0.0)
+            k = tl.load(k_row + k_off, mask=kv_mask, other=0.0)
+            v = tl.load(v_row + v_off, mask=kv_mask, other=0.0)
             if UPCAST:
                 k = k.to(tl.float32)
                 v = v.to(tl.float32)
             s = tl.dot(q, tl.trans(k), input_precision='ieee') * scale
             ok = col_in & ((r >= sy) & (r < sy + KS))[:, None]
             if HAS_RPB:
-                s += tl.load(rpb_ptrs, mask=ok, other=0.0).to(tl.float32)
+                # indices clamped into the table, no mask: pairs outside the
+                # windows read some entry, selected away below
+                rpb_row = tl.minimum(tl.maximum((KS - 1) + r - qy, 0), 2 * KS - 2) * sry
+                rpb_col = tl.minimum(tl.maximum((KS - 1) + kc[None, :] - qx[:, None], 0),
+                                     2 * KS - 2) * srx
+                s += tl.load(rpb_head + rpb_row[:, None] + rpb_col).to(tl.float32)
             s = tl.where(ok, s, float('-inf'))
             m_new = tl.maximum(m_i, tl.max(s, axis=1))
             m_use = tl.where(m_new == float('-inf'), 0.0, m_new)
@@ -178,107 +217,123 @@ if triton is not None:
             p = tl.exp(s - m_use[:, None])
             l_i = l_i * alpha + tl.sum(p, axis=1)
             if DROPOUT:
-                keep = _keep(seed, bh, q_row[:, None], q_col[:, None], (r - sy)[:, None],
-                             kc[None, :] - sx[:, None], H, W, dropout_p, KS)
+                keep = _keep(seed, bh, (gy + DIL * qy)[:, None], (gx + DIL * qx)[:, None],
+                             (r - sy)[:, None], kc[None, :] - sx[:, None], H, W, dropout_p, KS)
                 p = tl.where(keep, p / (1.0 - dropout_p), 0.0)
             acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision='ieee')
             m_i = m_new
-            k_ptrs += DIL * sky
-            v_ptrs += DIL * svy
-            rpb_ptrs += sry
+            k_row += k_step
+            v_row += v_step
         l_safe = tl.where(l_i > 0.0, l_i, 1.0)
         out = acc / l_safe[:, None]
-        o_off = ((bh * H + q_row) * W + q_col).to(tl.int64)
-        tl.store(O + o_off[:, None] * D + d[None, :], out.to(O.dtype.element_ty),
-                 mask=q_ok[:, None] & d_ok[None, :])
+        # O and LSE are contiguous (B * heads, H, W[, D]): this tile's offsets from its origin
+        o_off = DIL * ((qy - y0) * W + (qx - x0))
+        o_base = (bh.to(tl.int64) * H + row0) * W + col0
+        tl.store(O + o_base * D + o_off[:, None] * D + d[None, :], out.to(O.dtype.element_ty),
+                 mask=qd_mask)
         lse = tl.where(m_i == float('-inf'), 0.0, m_i) + tl.log(l_safe)
-        tl.store(LSE + o_off, lse, mask=q_ok)
+        tl.store(LSE + o_base + o_off, lse, mask=q_ok)
 
     @triton.jit
     def _na_bwd_dq_kernel(
             Q, K, V, RPB, O, DO, LSE, DELTA, DQ, DRPB,
             sqb, sqh, sqy, sqx, sqd, skb, skh, sky, skx, skd,
             svb, svh, svy, svx, svd, srh, sry, srx, sdb, sdh, sdy, sdx, sdd,
-            heads, H, W, D, DIL, tiles_x, tiles, scale, dropout_p, seed,
+            batch, heads, H, W, D, DIL, tiles_x, tiles, scale, dropout_p, seed,
             KS: tl.constexpr, TY: tl.constexpr, TX: tl.constexpr, BLOCK_N: tl.constexpr,
             BLOCK_D: tl.constexpr, BLOCK_R: tl.constexpr, HAS_RPB: tl.constexpr,
             DROPOUT: tl.constexpr, UPCAST: tl.constexpr):
-        pid = tl.program_id(0).to(tl.int64)
-        bh = tl.program_id(1).to(tl.int64)
-        b = bh // heads
-        h = bh % heads
-        gy, gx, hg, wg, y0, x0, qy, qx = _tile_coords(pid, tiles_x, tiles, H, W, DIL, TY, TX)
+        b, h, bh = _program_map(heads)
+        if b >= batch:
+            return
+        pid = tl.program_id(0)
+        gy, gx, hg, wg, y0, x0 = _tile_origin(pid, tiles_x, tiles, H, W, DIL, TY, TX)
+        m = tl.arange(0, TY * TX)
+        qy = y0 + m // TX
+        qx = x0 + m % TX
         q_ok = (qy < hg) & (qx < wg)
-        q_row = gy + DIL * qy
-        q_col = gx + DIL * qx
-        d = tl.arange(0, BLOCK_D).to(tl.int64)
+        row0 = gy + DIL * y0
+        col0 = gx + DIL * x0
+        d = tl.arange(0, BLOCK_D)
         d_ok = d < D
         qd_mask = q_ok[:, None] & d_ok[None, :]
-        q = tl.load(Q + b * sqb + h * sqh + q_row[:, None] * sqy + q_col[:, None] * sqx
+        q = tl.load(_base(Q, b, h, row0, col0, sqb, sqh, sqy, sqx)
+                    + (DIL * (qy - y0))[:, None] * sqy + (DIL * (qx - x0))[:, None] * sqx
                     + d[None, :] * sqd, mask=qd_mask, other=0.0)
-        do = tl.load(DO + b * sdb + h * sdh + q_row[:, None] * sdy + q_col[:, None] * sdx
+        do = tl.load(_base(DO, b, h, row0, col0, sdb, sdh, sdy, sdx)
+                     + (DIL * (qy - y0))[:, None] * sdy + (DIL * (qx - x0))[:, None] * sdx
                      + d[None, :] * sdd, mask=qd_mask, other=0.0)
-        o_off = ((bh * H + q_row) * W + q_col).to(tl.int64)
-        o = tl.load(O + o_off[:, None] * D + d[None, :], mask=qd_mask, other=0.0)
+        o_off = DIL * ((qy - y0) * W + (qx - x0))
+        o_base = (bh.to(tl.int64) * H + row0) * W + col0
+        o = tl.load(O + o_base * D + o_off[:, None] * D + d[None, :], mask=qd_mask, other=0.0)
         delta = tl.sum(do.to(tl.float32) * o.to(tl.float32), axis=1)
-        tl.store(DELTA + o_off, delta, mask=q_ok)
-        lse = tl.load(LSE + o_off, mask=q_ok, other=0.0)
+        tl.store(DELTA + o_base + o_off, delta, mask=q_ok)
+        lse = tl.load(LSE + o_base + o_off, mask=q_ok, other=0.0)
         if UPCAST:
             q = q.to(tl.float32)
             do = do.to(tl.float32)
         sy = _win_start(qy, hg, KS)
         sx = _win_start(qx, wg, KS)
-        kc = _win_start(x0, wg, KS) + tl.arange(0, BLOCK_N)
-        k_col = gx + DIL * kc
-        kc_ok = kc < wg
-        col_in = (kc[None, :] >= sx[:, None]) & (kc[None, :] < sx[:, None] + KS)
-        col_in = col_in & q_ok[:, None]
-        col_bias = (KS - 1) + kc[None, :] - qx[:, None]
-        kv_mask = kc_ok[:, None] & d_ok[None, :]
-        k_ptrs = K + b * skb + h * skh + k_col[:, None] * skx + d[None, :] * skd
-        v_ptrs = V + b * svb + h * svh + k_col[:, None] * svx + d[None, :] * svd
-        rpb_ptrs = RPB + h * srh + ((KS - 1) - qy)[:, None] * sry + col_bias * srx
+        kc0 = _win_start(x0, wg, KS)
+        kc = kc0 + tl.arange(0, BLOCK_N)
+        kv_mask = (kc < wg)[:, None] & d_ok[None, :]
+        k_off = (DIL * (kc - x0))[:, None] * skx + d[None, :] * skd
+        v_off = (DIL * (kc - x0))[:, None] * svx + d[None, :] * svd
+        col_in = ((kc[None, :] >= sx[:, None]) & (kc[None, :] < sx[:, None] + KS)
+                  & q_ok[:, None])
+        r_lo = _win_start(y0, hg, KS)
+        r_hi = _win_start(tl.minimum(y0 + TY - 1, hg - 1), hg, KS) + KS
+        k_row = _base(K, b, h, gy + DIL * r_lo, col0, skb, skh, sky, skx)
+        v_row = _base(V, b, h, gy + DIL * r_lo, col0, svb, svh, svy, svx)
+        k_step = tl.cast(sky, tl.int64) * DIL
+        v_step = tl.cast(svy, tl.int64) * DIL
+        rpb_head = RPB + h.to(tl.int64) * srh
+        # rpb gradient: the column of pair (query m, key j) is (K-1) + kc0 + j - qx, so
+        # column c of query m gathers key j = c - (K-1) - kc0 + qx; its row is
+        # (K-1) + r - qy, so row R of the rpb gathers query row (K-1) + r - y0 - R
         rr = tl.arange(0, BLOCK_R)
+        j_of_c = rr[None, :] - (KS - 1) - kc0 + qx[:, None]
+        j_ok = (j_of_c >= 0) & (j_of_c < BLOCK_N)
+        j_of_c = tl.where(j_ok, j_of_c, 0)
 
         dq = tl.zeros([TY * TX, BLOCK_D], tl.float32)
         drpb = tl.zeros([BLOCK_R, BLOCK_R], tl.float32)
-        r_lo = _win_start(y0, hg, KS)
-        r_hi = _win_start(tl.minimum(y0 + TY - 1, hg - 1), hg, KS) + KS
-        k_ptrs += (gy + DIL * r_lo) * sky
-        v_ptrs += (gy + DIL * r_lo) * svy
-        rpb_ptrs += r_lo * sry
         for r in range(r_lo, r_hi):
-            k = tl.load(k_ptrs, mask=kv_mask, other=0.0)
-            v = tl.load(v_ptrs, mask=kv_mask, other=0.0)
+            k = tl.load(k_row + k_off, mask=kv_mask, other=0.0)
+            v = tl.load(v_row + v_off, mask=kv_mask, other=0.0)
             if UPCAST:
                 k = k.to(tl.float32)
                 v = v.to(tl.float32)
             s = tl.dot(q, tl.trans(k), input_precision='ieee') * scale
             ok = col_in & ((r >= sy) & (r < sy + KS))[:, None]
-            row_bias = (KS - 1) + r - qy
             if HAS_RPB:
-                s += tl.load(rpb_ptrs, mask=ok, other=0.0).to(tl.float32)
+                # indices clamped into the table, no mask: pairs outside the
+                # windows read some entry, selected away below
+                rpb_row = tl.minimum(tl.maximum((KS - 1) + r - qy, 0), 2 * KS - 2) * sry
+                rpb_col = tl.minimum(tl.maximum((KS - 1) + kc[None, :] - qx[:, None], 0),
+                                     2 * KS - 2) * srx
+                s += tl.load(rpb_head + rpb_row[:, None] + rpb_col).to(tl.float32)
             p = tl.where(ok, tl.exp(s - lse[:, None]), 0.0)
             dp = tl.dot(do, tl.trans(v), input_precision='ieee')
             if DROPOUT:
-                keep = _keep(seed, bh, q_row[:, None], q_col[:, None], (r - sy)[:, None],
-                             kc[None, :] - sx[:, None], H, W, dropout_p, KS)
+                keep = _keep(seed, bh, (gy + DIL * qy)[:, None], (gx + DIL * qx)[:, None],
+                             (r - sy)[:, None], kc[None, :] - sx[:, None], H, W, dropout_p, KS)
                 dp = tl.where(keep, dp / (1.0 - dropout_p), 0.0)
             ds = tl.where(ok, p * (dp - delta[:, None]), 0.0)
             dq += tl.dot(ds.to(k.dtype), k, input_precision='ieee')
             if HAS_RPB:
-                # columns: one-hot reduction over the block's keys; rows: one-hot dot
-                by_col = tl.sum(tl.where(col_bias[:, :, None] == rr[None, None, :],
-                                         ds[:, :, None], 0.0), axis=1)
-                row_hot = (row_bias[:, None] == rr[None, :]).to(tl.float32)
-                drpb += tl.dot(tl.trans(row_hot), by_col, input_precision='ieee')
-            k_ptrs += DIL * sky
-            v_ptrs += DIL * svy
-            rpb_ptrs += sry
-        tl.store(DQ + o_off[:, None] * D + d[None, :], (dq * scale).to(DQ.dtype.element_ty),
-                 mask=qd_mask)
+                by_col = tl.where(j_ok, tl.gather(ds, j_of_c, 1), 0.0)
+                by_col = tl.sum(tl.reshape(by_col, (TY, TX, BLOCK_R)), axis=1)
+                yl = ((KS - 1) + r - y0) - rr
+                yl_ok = (yl >= 0) & (yl < TY)
+                rows = tl.broadcast_to(tl.where(yl_ok, yl, 0)[:, None], (BLOCK_R, BLOCK_R))
+                drpb += tl.where(yl_ok[:, None], tl.gather(by_col, rows, 0), 0.0)
+            k_row += k_step
+            v_row += v_step
+        tl.store(DQ + o_base * D + o_off[:, None] * D + d[None, :],
+                 (dq * scale).to(DQ.dtype.element_ty), mask=qd_mask)
         if HAS_RPB:
-            slot = (bh * tl.num_programs(0) + pid).to(tl.int64) * (BLOCK_R * BLOCK_R)
+            slot = (bh.to(tl.int64) * tl.num_programs(0) + pid) * (BLOCK_R * BLOCK_R)
             tl.store(DRPB + slot + rr[:, None] * BLOCK_R + rr[None, :], drpb)
 
     @triton.jit
@@ -296,24 +351,29 @@ if triton is not None:
             Q, K, V, RPB, DO, LSE, DELTA, DK, DV,
             sqb, sqh, sqy, sqx, sqd, skb, skh, sky, skx, skd,
             svb, svh, svy, svx, svd, srh, sry, srx, sdb, sdh, sdy, sdx, sdd,
-            heads, H, W, D, DIL, tiles_x, tiles, scale, dropout_p, seed,
+            batch, heads, H, W, D, DIL, tiles_x, tiles, scale, dropout_p, seed,
             KS: tl.constexpr, TY: tl.constexpr, TX: tl.constexpr, BLOCK_Q: tl.constexpr,
             BLOCK_D: tl.constexpr, HAS_RPB: tl.constexpr, DROPOUT: tl.constexpr,
             UPCAST: tl.constexpr):
-        pid = tl.program_id(0).to(tl.int64)
-        bh = tl.program_id(1).to(tl.int64)
-        b = bh // heads
-        h = bh % heads
-        gy, gx, hg, wg, y0, x0, ky, kx = _tile_coords(pid, tiles_x, tiles, H, W, DIL, TY, TX)
+        b, h, bh = _program_map(heads)
+        if b >= batch:
+            return
+        gy, gx, hg, wg, y0, x0 = _tile_origin(tl.program_id(0), tiles_x, tiles, H, W, DIL,
+                                              TY, TX)
+        m = tl.arange(0, TY * TX)
+        ky = y0 + m // TX
+        kx = x0 + m % TX
         k_ok = (ky < hg) & (kx < wg)
-        k_row = gy + DIL * ky
-        k_col = gx + DIL * kx
-        d = tl.arange(0, BLOCK_D).to(tl.int64)
+        row0 = gy + DIL * y0
+        col0 = gx + DIL * x0
+        d = tl.arange(0, BLOCK_D)
         d_ok = d < D
         kd_mask = k_ok[:, None] & d_ok[None, :]
-        k = tl.load(K + b * skb + h * skh + k_row[:, None] * sky + k_col[:, None] * skx
+        k = tl.load(_base(K, b, h, row0, col0, skb, skh, sky, skx)
+                    + (DIL * (ky - y0))[:, None] * sky + (DIL * (kx - x0))[:, None] * skx
                     + d[None, :] * skd, mask=kd_mask, other=0.0)
-        v = tl.load(V + b * svb + h * svh + k_row[:, None] * svy + k_col[:, None] * svx
+        v = tl.load(_base(V, b, h, row0, col0, svb, svh, svy, svx)
+                    + (DIL * (ky - y0))[:, None] * svy + (DIL * (kx - x0))[:, None] * svx
                     + d[None, :] * svd, mask=kd_mask, other=0.0)
         if UPCAST:
             k = k.to(tl.float32)
@@ -326,56 +386,63 @@ if triton is not None:
         c_hi = _last_query(x_last, wg, KS)
         r_lo = _first_query(y0, KS)
         r_hi = _last_query(y_last, hg, KS) + 1
-        # columns outside the row loop; helpers are not called in the loops
-        # (a device-function call is slow under the interpreter)
-        for c0 in range(c_lo, c_hi + 1, BLOCK_Q):
-            qx = c0 + tl.arange(0, BLOCK_Q)
+        # int64 offsets of this map's (row 0, column col0) in Q, DO and LSE
+        q_tile = b.to(tl.int64) * sqb + h.to(tl.int64) * sqh + col0.to(tl.int64) * sqx
+        do_tile = b.to(tl.int64) * sdb + h.to(tl.int64) * sdh + col0.to(tl.int64) * sdx
+        o_map = bh.to(tl.int64) * H * W + col0
+        rpb_head = RPB + h.to(tl.int64) * srh
+        rows = r_hi - r_lo
+        # one flat loop over (chunk of BLOCK_Q query columns, query row): a
+        # nested loop keeps the chunk's tensors live across the inner one and
+        # costs registers; helpers are not called in the loop (slow under the
+        # interpreter)
+        for it in range(0, rows * tl.cdiv(c_hi + 1 - c_lo, BLOCK_Q)):
+            qy = r_lo + it % rows
+            qx = c_lo + (it // rows) * BLOCK_Q + tl.arange(0, BLOCK_Q)
             q_ok = qx <= c_hi
-            q_col = gx + DIL * qx
             sx = tl.minimum(tl.maximum(qx - KS // 2, 0), wg - KS)
-            col_ok = k_ok[:, None] & q_ok[None, :] & (kx[:, None] >= sx[None, :]) & (
-                kx[:, None] < sx[None, :] + KS)
+            sy = tl.minimum(tl.maximum(qy - KS // 2, 0), hg - KS)
+            ok = (k_ok[:, None] & q_ok[None, :] & (kx[:, None] >= sx[None, :])
+                  & (kx[:, None] < sx[None, :] + KS) & ((ky >= sy) & (ky < sy + KS))[:, None])
             qd_mask = q_ok[:, None] & d_ok[None, :]
-            q_row = gy + DIL * r_lo
-            q_ptrs = Q + b * sqb + h * sqh + q_row * sqy + q_col[:, None] * sqx + d[None, :] * sqd
-            do_ptrs = (DO + b * sdb + h * sdh + q_row * sdy + q_col[:, None] * sdx
-                       + d[None, :] * sdd)
-            o_ptrs = (bh * H + q_row) * W + q_col
-            rpb_ptrs = RPB + h * srh + ((KS - 1) + ky - r_lo)[:, None] * sry + (
-                (KS - 1) + kx[:, None] - qx[None, :]) * srx
-            for qy in range(r_lo, r_hi):
-                sy = tl.minimum(tl.maximum(qy - KS // 2, 0), hg - KS)
-                ok = col_ok & ((ky >= sy) & (ky < sy + KS))[:, None]
-                q = tl.load(q_ptrs, mask=qd_mask, other=0.0)
-                do = tl.load(do_ptrs, mask=qd_mask, other=0.0)
-                if UPCAST:
-                    q = q.to(tl.float32)
-                    do = do.to(tl.float32)
-                lse = tl.load(LSE + o_ptrs, mask=q_ok, other=0.0)
-                delta = tl.load(DELTA + o_ptrs, mask=q_ok, other=0.0)
-                s = tl.dot(k, tl.trans(q), input_precision='ieee') * scale
-                if HAS_RPB:
-                    s += tl.load(rpb_ptrs, mask=ok, other=0.0).to(tl.float32)
-                p = tl.where(ok, tl.exp(s - lse[None, :]), 0.0)
-                dp = tl.dot(v, tl.trans(do), input_precision='ieee')
-                if DROPOUT:
-                    keep = _keep(seed, bh, gy + DIL * qy, q_col[None, :], (ky - sy)[:, None],
-                                 kx[:, None] - sx[None, :], H, W, dropout_p, KS)
-                    p_drop = tl.where(keep, p / (1.0 - dropout_p), 0.0)
-                    dp = tl.where(keep, dp / (1.0 - dropout_p), 0.0)
-                else:
-                    p_drop = p
-                dv += tl.dot(p_drop.to(do.dtype), do, input_precision='ieee')
-                ds = tl.where(ok, p * (dp - delta[None, :]), 0.0)
-                dk += tl.dot(ds.to(q.dtype), q, input_precision='ieee')
-                q_ptrs += DIL * sqy
-                do_ptrs += DIL * sdy
-                o_ptrs += DIL * W
-                rpb_ptrs -= sry
-        k_off = ((bh * H + k_row) * W + k_col).to(tl.int64)
-        tl.store(DK + k_off[:, None] * D + d[None, :], (dk * scale).to(DK.dtype.element_ty),
-                 mask=kd_mask)
-        tl.store(DV + k_off[:, None] * D + d[None, :], dv.to(DV.dtype.element_ty),
+            q_row = (gy + DIL * qy).to(tl.int64)
+            q_col = (DIL * (qx - x0))[:, None]
+            q = tl.load(Q + q_tile + q_row * sqy + q_col * sqx + d[None, :] * sqd,
+                        mask=qd_mask, other=0.0)
+            do = tl.load(DO + do_tile + q_row * sdy + q_col * sdx + d[None, :] * sdd,
+                         mask=qd_mask, other=0.0)
+            if UPCAST:
+                q = q.to(tl.float32)
+                do = do.to(tl.float32)
+            o_off = o_map + q_row * W + (DIL * (qx - x0))
+            lse = tl.load(LSE + o_off, mask=q_ok, other=0.0)
+            delta = tl.load(DELTA + o_off, mask=q_ok, other=0.0)
+            s = tl.dot(k, tl.trans(q), input_precision='ieee') * scale
+            if HAS_RPB:
+                # indices clamped into the table, no mask: pairs outside the
+                # windows read some entry, and p selects them away
+                rpb_row = tl.minimum(tl.maximum((KS - 1) + ky - qy, 0), 2 * KS - 2) * sry
+                rpb_col = tl.minimum(tl.maximum((KS - 1) + kx[:, None] - qx[None, :], 0),
+                                     2 * KS - 2) * srx
+                s += tl.load(rpb_head + rpb_row[:, None] + rpb_col).to(tl.float32)
+            p = tl.where(ok, tl.exp(s - lse[None, :]), 0.0)
+            dp = tl.dot(v, tl.trans(do), input_precision='ieee')
+            if DROPOUT:
+                keep = _keep(seed, bh, gy + DIL * qy, (gx + DIL * qx)[None, :],
+                             (ky - sy)[:, None], kx[:, None] - sx[None, :], H, W,
+                             dropout_p, KS)
+                p_drop = tl.where(keep, p / (1.0 - dropout_p), 0.0)
+                dp = tl.where(keep, dp / (1.0 - dropout_p), 0.0)
+            else:
+                p_drop = p
+            dv += tl.dot(p_drop.to(do.dtype), do, input_precision='ieee')
+            ds = tl.where(ok, p * (dp - delta[None, :]), 0.0)
+            dk += tl.dot(ds.to(q.dtype), q, input_precision='ieee')
+        k_base = (bh.to(tl.int64) * H + row0) * W + col0
+        k_off = DIL * ((ky - y0) * W + (kx - x0))
+        tl.store(DK + k_base * D + k_off[:, None] * D + d[None, :],
+                 (dk * scale).to(DK.dtype.element_ty), mask=kd_mask)
+        tl.store(DV + k_base * D + k_off[:, None] * D + d[None, :], dv.to(DV.dtype.element_ty),
                  mask=kd_mask)
 
 
@@ -395,32 +462,87 @@ def interpreter_tile(kernel_size):
     return 16, 16
 
 
-class _Plan:
-    """Launch geometry of one call: tiles of TY x TX queries (or keys) per
-    dilation group, a grid of (groups * tiles, B * heads), and the upcast
-    flag (dots in float32: float32/float64 inputs, and bfloat16 under the
-    interpreter, whose bfloat16 tl.dot is wrong in Triton 3.9)."""
+#: Environment variable: ``gpu`` makes Triton's interpreter run exactly the
+#: launch plan of a GPU (tiles, halo rows, warps); read when a plan is made.
+TILES_ENV = 'NAT_MM_TRITON_TILES'
 
-    def __init__(self, shape, dtype, kernel_size, dilation):
+#: CUDA's limit on a launch grid's second and third dimensions.
+MAX_GRID_YZ = 65535
+
+
+def _gpu_plan_wanted():
+    value = os.environ.get(TILES_ENV, '')
+    if value not in ('', 'gpu'):
+        raise ValueError(f'{TILES_ENV}={value!r}: set it to "gpu" (run the GPU launch plan '
+                         "through Triton's interpreter) or leave it unset")
+    return value == 'gpu' or not _interpreted()
+
+
+def launch_options(kernel, tile, head_dim, fp32_dots):
+    """Triton launch options of ``kernel`` ('fwd', 'dq' or 'dkv') on a GPU
+    for tiles of ``tile`` queries (or keys), chosen with the kernel report
+    (docs/gpu.md): 4 warps; 8 for the forward and dK/dV kernels at head_dim
+    > 64 (their (64, 128) accumulators stay in registers; the dQ kernel's
+    tl.gather does not compile with 8 warps on Triton 3.6 and 3.7); with
+    16-bit dots, the dK/dV kernel's registers capped at 128 (4 blocks per SM)
+    while its tile holds at most 2048 (key, channel) pairs, where ptxas left
+    alone either takes far more or spills below the cap."""
+    options = dict(num_warps=8 if head_dim > 64 and kernel != 'dq' else 4)
+    if kernel == 'dkv' and not fp32_dots and tile * max(16, _next_pow2(head_dim)) <= 2048:
+        options['maxnreg'] = 128
+    return options
+
+
+class LaunchPlan:
+    """Launch geometry of one call.
+
+    Tiles of TY x TX queries (or keys) per dilation group; a grid of
+    (groups * tiles, maps, 1) with maps = B * heads, or (groups * tiles,
+    MAX_GRID_YZ, fold) past CUDA's limit; launch options per kernel; and the upcast
+    flag (dots in float32: float32/float64 inputs, and bfloat16 under the
+    interpreter, whose bfloat16 tl.dot is wrong in Triton 3.9).
+
+    Args:
+        shape: (B, heads, H, W, head_dim).
+        gpu: True for a GPU's plan, False for the interpreter's; None: the
+            GPU's when compiled, or when ``NAT_MM_TRITON_TILES=gpu``.
+    """
+
+    def __init__(self, shape, dtype, kernel_size, dilation, gpu=None):
         batch, heads, height, width, head_dim = shape
         interpreted = _interpreted()
-        self.ty, self.tx = (interpreter_tile if interpreted else gpu_tile)(kernel_size)
+        gpu = _gpu_plan_wanted() if gpu is None else gpu
+        self.ty, self.tx = (gpu_tile if gpu else interpreter_tile)(kernel_size)
         self.block_n = max(16, _next_pow2(self.tx + kernel_size - 1))
         self.block_d = max(16, _next_pow2(head_dim))
         self.block_r = max(16, _next_pow2(2 * kernel_size - 1))
         self.tiles_x = -(-(-(-width // dilation)) // self.tx)
         self.tiles = -(-(-(-height // dilation)) // self.ty) * self.tiles_x
-        self.grid = (dilation * dilation * self.tiles, batch * heads)
+        maps = batch * heads
+        fold = -(-maps // MAX_GRID_YZ)
+        self.grid = (dilation * dilation * self.tiles, -(-maps // fold), fold)
         self.upcast = (dtype in (torch.float32, torch.float64)
                        or (dtype == torch.bfloat16 and interpreted))
+        self.options = {name: launch_options(name, self.ty * self.tx, head_dim, self.upcast)
+                        for name in ('fwd', 'dq', 'dkv')}
 
 
-def _strides(x):
-    """(b, h, y, x, d) strides of a (B, heads, H, W, D) tensor."""
-    return tuple(x.stride())
+#: Per-element offsets inside one (image, head) slice are int32.
+_MAX_SLICE = 2 ** 31
 
 
-def _launch(kernel, grid, *args, **meta):
+def _check_slices(*tensors):
+    """Every (H, W, head_dim) slice must be addressable with int32 offsets."""
+    for x in tensors:
+        span = sum((n - 1) * s for n, s in zip(x.shape[2:], x.stride()[2:])) + 1
+        if span > _MAX_SLICE:
+            raise ValueError(
+                f'na2d (triton): one (image, head) slice of a {tuple(x.shape)} input spans '
+                f'{span} elements; the kernels address a slice with int32 offsets (< 2**31). '
+                "Make the input contiguous or use backend='csr'.")
+
+
+def _launch(kernel, grid, args, meta):
     """Runs one kernel; a compilation failure becomes BackendError."""
     _LAUNCHES[0] += 1
     try:
@@ -449,25 +571,74 @@ def _compile_errors():
 _COMPILE_ERRORS = _compile_errors()
 
 
-def _common_args(query, key, value, rpb):
+def _geometry(query, plan, dilation, scale, dropout_p, seed):
+    batch, heads, height, width, head_dim = query.shape
+    return (batch, heads, height, width, head_dim, dilation, plan.tiles_x, plan.tiles, scale,
+            dropout_p, seed)
+
+
+def forward_launch(query, key, value, rpb, out, lse, plan, kernel_size, dilation, scale,
+                   dropout_p, seed):
+    """(kernel, args, meta) of the forward launch.
+
+    Args:
+        query, key, value: (B, heads, H, W, head_dim), any strides.
+        rpb: (heads, 2K-1, 2K-1) or None.
+        out: (B, heads, H, W, head_dim), contiguous; lse: (B * heads, H * W) float32.
+        plan: the call's :class:`LaunchPlan`.
+    """
     rpb_strides = rpb.stride() if rpb is not None else (0, 0, 0)
-    return (*_strides(query), *_strides(key), *_strides(value), *rpb_strides)
+    args = (query, key, value, rpb if rpb is not None else query, out, lse,
+            *query.stride(), *key.stride(), *value.stride(), *rpb_strides,
+            *_geometry(query, plan, dilation, scale, dropout_p, seed))
+    meta = dict(KS=kernel_size, TY=plan.ty, TX=plan.tx, BLOCK_N=plan.block_n,
+                BLOCK_D=plan.block_d, HAS_RPB=rpb is not None, DROPOUT=dropout_p > 0,
+                UPCAST=plan.upcast, **plan.options['fwd'])
+    return _na_fwd_kernel, args, meta
+
+
+def backward_launches(query, key, value, rpb, out, grad_out, lse, delta, dq, dk, dv, slots,
+                      plan, kernel_size, dilation, scale, dropout_p, seed):
+    """[(kernel, args, meta)] of the two backward launches (dQ with the rpb
+    partial sums, then dK/dV).
+
+    Args:
+        query, key, value, rpb, out, lse, plan: as for :func:`forward_launch`.
+        grad_out: (B, heads, H, W, head_dim), any strides.
+        delta: like ``lse``; dq, dk, dv: like ``out``.
+        slots: (B * heads, plan.grid[0], BLOCK_R, BLOCK_R) float32, or None
+            without rpb.
+    """
+    has_rpb = rpb is not None
+    rpb_strides = rpb.stride() if has_rpb else (0, 0, 0)
+    strides = (*query.stride(), *key.stride(), *value.stride(), *rpb_strides,
+               *grad_out.stride())
+    geometry = _geometry(query, plan, dilation, scale, dropout_p, seed)
+    flags = dict(KS=kernel_size, TY=plan.ty, TX=plan.tx, BLOCK_D=plan.block_d,
+                 HAS_RPB=has_rpb, DROPOUT=dropout_p > 0, UPCAST=plan.upcast)
+    rpb_arg = rpb if has_rpb else query
+    dq_launch = (_na_bwd_dq_kernel,
+                 (query, key, value, rpb_arg, out, grad_out, lse, delta, dq,
+                  slots if has_rpb else lse, *strides, *geometry),
+                 dict(flags, BLOCK_N=plan.block_n, BLOCK_R=plan.block_r,
+                      **plan.options['dq']))
+    dkv_launch = (_na_bwd_dkv_kernel,
+                  (query, key, value, rpb_arg, grad_out, lse, delta, dk, dv, *strides,
+                   *geometry),
+                  dict(flags, BLOCK_Q=plan.block_n, **plan.options['dkv']))
+    return [dq_launch, dkv_launch]
 
 
 def _forward(ctx, query, key, value, rpb, kernel_size, dilation, scale, dropout_p):
     batch, heads, height, width, head_dim = query.shape
-    plan = _Plan(query.shape, query.dtype, kernel_size, dilation)
+    plan = LaunchPlan(query.shape, query.dtype, kernel_size, dilation)
     seed = dropout_seed() % (2 ** 31) if dropout_p > 0 else 0
     out = torch.empty(query.shape, dtype=query.dtype, device=query.device)
+    _check_slices(query, key, value, out)
     lse = torch.empty((batch * heads, height * width), dtype=torch.float32, device=query.device)
-    _launch(_na_fwd_kernel, plan.grid, query, key, value,
-            rpb if rpb is not None else query, out, lse,
-            *_common_args(query, key, value, rpb),
-            heads, height, width, head_dim, dilation, plan.tiles_x, plan.tiles,
-            scale, dropout_p, seed,
-            KS=kernel_size, TY=plan.ty, TX=plan.tx, BLOCK_N=plan.block_n,
-            BLOCK_D=plan.block_d, HAS_RPB=rpb is not None, DROPOUT=dropout_p > 0,
-            UPCAST=plan.upcast)
+    kernel, args, meta = forward_launch(query, key, value, rpb, out, lse, plan, kernel_size,
+                                        dilation, scale, dropout_p, seed)
+    _launch(kernel, plan.grid, args, meta)
     ctx.save_for_backward(query, key, value, rpb, out, lse)
     ctx.meta = (kernel_size, dilation, scale, dropout_p, seed, plan)
     return out
@@ -476,33 +647,24 @@ def _forward(ctx, query, key, value, rpb, kernel_size, dilation, scale, dropout_
 def _backward(ctx, grad_out):
     query, key, value, rpb, out, lse = ctx.saved_tensors
     kernel_size, dilation, scale, dropout_p, seed, plan = ctx.meta
-    batch, heads, height, width, head_dim = query.shape
-    dq = torch.empty(query.shape, dtype=query.dtype, device=query.device)
-    dk = torch.empty(query.shape, dtype=query.dtype, device=query.device)
-    dv = torch.empty(query.shape, dtype=query.dtype, device=query.device)
+    batch, heads = query.shape[:2]
+    _check_slices(grad_out)
+    dq, dk, dv = (torch.empty(query.shape, dtype=query.dtype, device=query.device)
+                  for _ in range(3))
     delta = torch.empty_like(lse)
-    has_rpb = rpb is not None
     slots = None
-    if has_rpb:
-        slots = torch.empty((batch, heads, plan.grid[0], plan.block_r, plan.block_r),
+    if rpb is not None:
+        slots = torch.empty((batch * heads, plan.grid[0], plan.block_r, plan.block_r),
                             dtype=torch.float32, device=query.device)
-    common = (*_common_args(query, key, value, rpb), *grad_out.stride(),
-              heads, height, width, head_dim, dilation, plan.tiles_x, plan.tiles,
-              scale, dropout_p, seed)
-    flags = dict(KS=kernel_size, TY=plan.ty, TX=plan.tx, BLOCK_D=plan.block_d,
-                 HAS_RPB=has_rpb, DROPOUT=dropout_p > 0, UPCAST=plan.upcast)
-    rpb_arg = rpb if has_rpb else query
-    _launch(_na_bwd_dq_kernel, plan.grid, query, key, value, rpb_arg, out, grad_out, lse,
-            delta, dq, slots if has_rpb else lse, *common,
-            BLOCK_N=plan.block_n, BLOCK_R=plan.block_r,
-            num_warps=8 if has_rpb else 4,   # the rpb one-hot block is (TY*TX, 16, 16 or 32)
-            **flags)
-    _launch(_na_bwd_dkv_kernel, plan.grid, query, key, value, rpb_arg, grad_out, lse, delta,
-            dk, dv, *common, BLOCK_Q=plan.block_n, **flags)
+    for kernel, args, meta in backward_launches(
+            query, key, value, rpb, out, grad_out, lse, delta, dq, dk, dv, slots, plan,
+            kernel_size, dilation, scale, dropout_p, seed):
+        _launch(kernel, plan.grid, args, meta)
     drpb = None
-    if has_rpb:
+    if rpb is not None:
         side = 2 * kernel_size - 1
-        drpb = slots.sum(dim=(0, 2))[:, :side, :side].to(rpb.dtype)
+        drpb = slots.view(batch, heads, -1, plan.block_r, plan.block_r).sum(dim=(0, 2))
+        drpb = drpb[:, :side, :side].to(rpb.dtype)
     return dq, dk, dv, drpb, None, None, None, None
 
 

@@ -84,6 +84,8 @@ MASK2FORMER = {
     'mask2former_dinat_large_ade20k': dict(scope='mmseg', queries=100, params_m=220),
 }
 DEMO_CONFIGS = ('demo/upernet_nat_demo', 'demo/mask_rcnn_nat_demo')
+#: nat_mm/launch/hooks.py, on in every config (configs/_base_/nat_runtime.py).
+NAT_HOOKS = [dict(type='FiniteLossHook'), dict(type='RNGStateHook')]
 NO_DECAY = {'rpb': dict(decay_mult=0.), 'norm': dict(decay_mult=0.)}
 SHRINK = 8
 #: Published parameter counts are rounded to 1M: compare within 2%.
@@ -103,7 +105,9 @@ def test_every_config_is_covered():
 @pytest.mark.parametrize('name', sorted(PUBLISHED))
 def test_published_recipe(name):
     cfg, expected = load(name), PUBLISHED[name]
-    assert cfg.custom_imports == dict(imports=['nat_mm'], allow_failed_imports=False)
+    assert cfg.custom_imports == dict(imports=['nat_mm', 'nat_mm.launch.hooks'],
+                                      allow_failed_imports=False)
+    assert cfg.custom_hooks == NAT_HOOKS
     backbone = cfg.model.backbone
     assert backbone.type == 'NAT' and backbone.arch == expected['arch']
     assert backbone.kernel_size == 7
@@ -176,7 +180,8 @@ def test_mask2former_recipe(name):
     """The official Mask2Former DiNAT-L recipe (detectron2 configs) on the mmdet / mmseg bases."""
     cfg, expected = load(name), MASK2FORMER[name]
     assert cfg.default_scope == expected['scope']
-    assert 'nat_mm' in cfg.custom_imports.imports
+    assert {'nat_mm', 'nat_mm.launch.hooks'} <= set(cfg.custom_imports.imports)
+    assert cfg.custom_hooks == NAT_HOOKS
     backbone = cfg.model.backbone
     assert (backbone.type, backbone.arch, backbone.kernel_size, backbone.dilations) == \
         ('NAT', 'large', 11, 'm2f')

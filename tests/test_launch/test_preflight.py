@@ -36,6 +36,12 @@ def test_complete_dataset_passes(tmp_path):
     check_dataset_paths(_seg_config(str(tmp_path)), mode='train')
 
 
+def test_a_dataset_that_reads_no_files_passes():
+    """E.g. one generated in memory: no data_root, ann_file or data_prefix."""
+    cfg = Config(dict(train_dataloader=dict(dataset=dict(type='RandomImages', num=8))))
+    check_dataset_paths(cfg, mode='train')
+
+
 def test_missing_dataset_names_path_layout_and_fixes(tmp_path):
     root = tmp_path / 'ade' / 'ADEChallengeData2016'
     with pytest.raises(FileNotFoundError) as error:

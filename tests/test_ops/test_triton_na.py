@@ -51,6 +51,15 @@ def _assert_all_close(got, expected, atol, rtol, rpb_atol=None):
                                    msg=lambda m, name=name: f'{name}: {m}')
 
 
+@pytest.fixture(params=['default', 'gpu'])
+def tiles(request, monkeypatch):
+    """The default launch plan, then exactly the GPU's (through the
+    interpreter when there is no GPU)."""
+    if request.param == 'gpu':
+        monkeypatch.setenv(triton_na.TILES_ENV, 'gpu')
+    return request.param
+
+
 # (B, heads, H, W, head_dim, K, dilation, rpb): every tile shape (8x8 for
 # K <= 7, 8x4 above), several tiles and dilation groups, maps of exactly K*d,
 # head_dim 16, 32 and 24 (padded to 32), without rpb.
@@ -79,7 +88,7 @@ def test_matches_reference_float32(batch, heads, height, width, head_dim, kernel
 
 
 @pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
-def test_matches_reference_low_precision(dtype):
+def test_matches_reference_low_precision(tiles, dtype):
     """Half-precision inputs, float32 accumulation: the reference gets the
     same rounded inputs in float64."""
     qkv, rpb, grad_out = _inputs(1, 2, 9, 11, 16, 5, seed=3)
@@ -91,12 +100,30 @@ def test_matches_reference_low_precision(dtype):
     _assert_all_close(got, expected, atol=tol, rtol=tol, rpb_atol=10 * tol)
 
 
-@pytest.mark.parametrize('case', load_golden()['cases'],
-                         ids=lambda c: f"K{c['kernel_size']}d{c['dilation']}"
-                                       f"_{c['q'].shape[2]}x{c['q'].shape[3]}")
+def _golden_id(case):
+    return f"K{case['kernel_size']}d{case['dilation']}_{case['q'].shape[2]}x{case['q'].shape[3]}"
+
+
+GOLDEN_CASES = load_golden()['cases']
+#: The quickest golden cases under the GPU's tiles, one per tile shape and
+#: rpb size (all twelve pass; they take minutes through the interpreter).
+GOLDEN_GPU_TILE_IDS = ('K7d1_7x7', 'K3d1_9x13', 'K5d2_12x10', 'K11d1_11x11')
+
+
+@pytest.mark.parametrize('case', GOLDEN_CASES, ids=_golden_id)
 def test_matches_natten_golden(case):
     """NATTEN 0.17.5's float64 numbers; float64 inputs are computed in
     float32 by this backend, hence float32 tolerances."""
+    _check_golden(case)
+
+
+@pytest.mark.parametrize('case', [c for c in GOLDEN_CASES
+                                  if _golden_id(c) in GOLDEN_GPU_TILE_IDS], ids=_golden_id)
+def test_matches_natten_golden_gpu_tiles(gpu_tiles, case):
+    _check_golden(case)
+
+
+def _check_golden(case):
     inputs = [case[name].to(DEVICE).requires_grad_(True) for name in ('q', 'k', 'v', 'rpb')]
     out = triton_na.na2d_triton(*inputs[:3], case['kernel_size'], case['dilation'], inputs[3],
                                 case['scale'], 0.0)
@@ -134,7 +161,7 @@ def _holders(height, width, kernel, dilation, key_y, key_x):
 
 @pytest.mark.filterwarnings('ignore:invalid value:RuntimeWarning')   # the interpreter's numpy
 @pytest.mark.parametrize('bad', [float('nan'), float('inf')])
-def test_non_finite_key_reaches_only_the_windows_that_hold_it(bad):
+def test_non_finite_key_reaches_only_the_windows_that_hold_it(tiles, bad):
     """A NaN/inf key inside a tile of queries reaches only the outputs of the
     queries whose windows hold it (NaN where the reference has NaN), and
     every other output equals the reference."""
@@ -183,24 +210,84 @@ def test_is_available_on_cpu_needs_the_interpreter(monkeypatch):
     assert not triton_na.is_available('meta')
 
 
-@pytest.mark.parametrize('kernel,dilation', [(7, 1), (11, 1), (3, 2)])
-def test_gpu_tiles_match_reference(monkeypatch, kernel, dilation):
-    """The tiles the GPU uses (8x8, 8x4 for K > 7), through the interpreter:
-    several tiles per axis and the dK/dV kernel's border column chunks."""
-    monkeypatch.setattr(triton_na, 'interpreter_tile', triton_na.gpu_tile)
-    size = kernel * dilation + 4
-    qkv, rpb, grad_out = _inputs(1, 1, size, size + 1, 16, kernel)
+@pytest.fixture
+def gpu_tiles(monkeypatch):
+    """Exactly the GPU's launch plan (through the interpreter when there is
+    no GPU)."""
+    monkeypatch.setenv(triton_na.TILES_ENV, 'gpu')
+
+
+# (B, heads, H, W, head_dim, K, dilation, rpb) under the GPU's tiles (8x8 for
+# K <= 7, 8x4 above; 16-key halo rows): every K, dilation 1..4, maps of
+# exactly K*d and K*d + 1, sizes that are not multiples of 8 or 4, several
+# tiles per axis, dK/dV key tiles whose queries span two 16-column chunks
+# (K13, W 27), head_dim 16/32/64/128 (and 24, padded), with and without rpb.
+GPU_TILE_CASES = [
+    (2, 1, 3, 4, 16, 3, 1, True),
+    (1, 2, 12, 13, 32, 3, 4, False),
+    (1, 1, 10, 11, 24, 5, 2, True),
+    (1, 1, 17, 13, 32, 7, 1, True),
+    (1, 1, 7, 8, 64, 7, 1, False),
+    (1, 1, 21, 22, 16, 7, 3, True),
+    (1, 1, 9, 10, 128, 9, 1, True),
+    (1, 1, 22, 23, 16, 11, 2, False),
+    (1, 1, 13, 27, 16, 13, 1, True),
+    (1, 1, 14, 13, 32, 13, 1, True),
+]
+
+
+@pytest.mark.parametrize('batch,heads,height,width,head_dim,kernel,dilation,with_rpb',
+                         GPU_TILE_CASES)
+def test_gpu_tiles_match_reference(gpu_tiles, batch, heads, height, width, head_dim, kernel,
+                                   dilation, with_rpb):
+    qkv, rpb, grad_out = _inputs(batch, heads, height, width, head_dim, kernel, with_rpb)
     got = _run(triton_na.na2d_triton, qkv, rpb, grad_out, kernel, dilation, torch.float32)
     expected = _run(na2d_reference, qkv, rpb, grad_out, kernel, dilation, torch.float64)
     _assert_all_close(got, expected, atol=1e-5, rtol=1e-4)
 
 
-def test_dropout_in_kernel_matches_dense_attention_with_its_mask():
+def test_gpu_tiles_env_gives_the_gpu_plan(gpu_tiles):
+    shape = (2, 3, 20, 19, 32)
+    for kernel in (7, 13):
+        under_env = vars(triton_na.LaunchPlan(shape, torch.float32, kernel, 2))
+        gpu = vars(triton_na.LaunchPlan(shape, torch.float32, kernel, 2, gpu=True))
+        assert under_env == gpu
+        assert (gpu['ty'], gpu['tx']) == triton_na.gpu_tile(kernel)
+
+
+def test_bad_tiles_env_is_named(monkeypatch):
+    monkeypatch.setenv(triton_na.TILES_ENV, 'GPU ')
+    q = torch.randn(1, 1, 5, 5, 16, device=DEVICE)
+    with pytest.raises(ValueError, match='NAT_MM_TRITON_TILES=.*set it to "gpu"'):
+        triton_na.na2d_triton(q, q, q, 3, 1, None, 0.25, 0.0)
+
+
+def test_maps_past_the_grid_limit_are_folded(monkeypatch):
+    """More maps (B * heads) than a grid axis takes: the maps spread over grid
+    axes 1 and 2, the programs past the last map return at once."""
+    monkeypatch.setattr(triton_na, 'MAX_GRID_YZ', 2)
+    qkv, rpb, grad_out = _inputs(5, 1, 6, 7, 16, 3)
+    plan = triton_na.LaunchPlan((5, 1, 6, 7, 16), torch.float32, 3, 1)
+    assert plan.grid[1:] == (2, 3)
+    got = _run(triton_na.na2d_triton, qkv, rpb, grad_out, 3, 1, torch.float32)
+    expected = _run(na2d_reference, qkv, rpb, grad_out, 3, 1, torch.float64)
+    _assert_all_close(got, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_slices_past_int32_offsets_are_refused():
+    triton_na._check_slices(torch.empty(1, 1, 2 ** 15, 2 ** 15, 2, device='meta'))
+    with pytest.raises(ValueError, match=r'int32 offsets \(< 2\*\*31\)'):
+        triton_na._check_slices(torch.empty(1, 1, 2 ** 15, 2 ** 15 + 1, 2, device='meta'))
+
+
+def test_dropout_in_kernel_matches_dense_attention_with_its_mask(tiles):
     """With values = one-hot key indices the output is the dropped weight
     matrix, which reveals the kernel's keep mask; the forward and every
-    gradient (regenerated mask) then equal dense attention with that mask."""
-    batch, heads, size, kernel, p = 2, 2, 4, 3, 0.3
-    qkv, rpb, grad_out = _inputs(batch, heads, size, size, 16, kernel)
+    gradient (regenerated mask) then equal dense attention with that mask.
+    Under the GPU's tiles a 9x9 map spans four tiles."""
+    kernel, p = 3, 0.3
+    batch, heads, size = (2, 1, 9) if tiles == 'gpu' else (2, 2, 4)
+    qkv, rpb, grad_out = _inputs(batch, heads, size, size, size * size, kernel)
     q, k, v = (t.float() for t in qkv.permute(3, 0, 4, 1, 2, 5).unbind(0))
     rpb = rpb.float()
     one_hot = torch.eye(size * size).view(1, 1, size, size, size * size)
