@@ -148,7 +148,7 @@ def test_slurm_train_runs_a_one_task_job(tmp_path, standin_slurm, tiny_ade, seg_
     options = ['--cfg-options', *seg_demo_options(tiny_ade, max_iters=1)]
     process = _run([TOOLS / 'slurm_train.sh', 'dev', 'nat_demo', SEG_DEMO, work_dir, *options],
                    dict(env, GPUS='1', PORT=port, SRUN_ARGS='--qos=high --time=10',
-                        STANDIN_SRUN_RUN='1'), timeout=600)
+                        STANDIN_SRUN_RUN='1', OMP_NUM_THREADS='1'), timeout=600)
     output = process.stdout + process.stderr
     assert process.returncode == 0, output[-3000:]
 
