@@ -224,7 +224,8 @@ def checkpoint_for_file(file_name):
 
 
 def weights_table_markdown():
-    """The table of published weights in docs/checkpoints.md, generated from :data:`PUBLISHED_CHECKPOINTS`.
+    """The table of published weights in docs/checkpoints.md, generated from
+    :data:`PUBLISHED_CHECKPOINTS`.
 
     Returns:
         str: an explanatory paragraph and a Markdown table, self-contained (no

@@ -380,7 +380,8 @@ def _narrow(cfg):
     heads, mlp ratio and layer scale and the config's kernel, dilations and drop path, with
     NARROW_HEAD_DIM channels per head; the neck or heads take those widths (UperNet's own
     widths are cut to 64 and 32 channels). Mask2Former: ``_narrow_mask2former``."""
-    if 'Mask2Former' in (cfg.model.get('panoptic_head') or cfg.model.decode_head).type:
+    head = cfg.model.get('panoptic_head') or cfg.model.get('decode_head')
+    if head is not None and head.type == 'Mask2FormerHead':
         _narrow_mask2former(cfg)
         return
     backbone = cfg.model.backbone

@@ -19,9 +19,9 @@ def test_docs_table_is_the_generated_one():
     assert readme.count(BEGIN) == 1 and readme.count(END) == 1
     section = readme[readme.index(BEGIN) + len(BEGIN):readme.index(END)]
     assert section == presets.weights_table_markdown(), (
-        'docs/checkpoints.md: replace the published-weights section by the output of python -c "from '
-        'nat_mm.models.presets import weights_table_markdown; print(weights_table_markdown(), '
-        'end=\'\')"')
+        'docs/checkpoints.md: replace the published-weights section by the output of '
+        'python -c "from nat_mm.models.presets import weights_table_markdown; '
+        'print(weights_table_markdown(), end=\'\')"')
 
 
 def test_table_has_a_row_per_checkpoint_and_no_links_out_of_itself():

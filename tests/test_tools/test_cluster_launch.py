@@ -46,7 +46,10 @@ def test_two_node_torchrun_training(tmp_path, tiny_ade, seg_demo_options, train_
     work_dir = tmp_path / 'work'
     options = ['--work-dir', str(work_dir), '--cfg-options',
                *seg_demo_options(tiny_ade, max_iters=2)]
-    env = _clean_environment(NNODES='2', PORT=_free_port(), MASTER_ADDR='127.0.0.1')
+    # the two "nodes" share this machine's cores: one thread each (torchrun sets this itself
+    # only for several processes per node)
+    env = _clean_environment(NNODES='2', PORT=_free_port(), MASTER_ADDR='127.0.0.1',
+                             OMP_NUM_THREADS='1')
     script = str(TOOLS / 'dist_train.sh')
     nodes = [subprocess.Popen(['bash', script, SEG_DEMO, '1', *options],
                               env=dict(env, NODE_RANK='0'), stdout=subprocess.PIPE,
@@ -88,8 +91,8 @@ with open(os.path.join(os.environ['STANDIN_RECORD'], 'srun.json'), 'w') as f:
     json.dump(dict(argv=arguments, env=dict(os.environ)), f)
 if os.environ.get('STANDIN_SRUN_RUN') != '1':
     sys.exit(0)
-options = [a for a in arguments if a.startswith('-')]
-command = arguments[len(options):]
+command_start = next(i for i, a in enumerate(arguments) if not a.startswith('-'))
+options, command = arguments[:command_start], arguments[command_start:]
 if '--ntasks=1' not in options:
     sys.exit('stand-in srun: runs 1-task jobs only, got ' + ' '.join(options))
 job_name = [a.split('=', 1)[1] for a in options if a.startswith('--job-name=')][0]
@@ -145,7 +148,7 @@ def test_slurm_train_runs_a_one_task_job(tmp_path, standin_slurm, tiny_ade, seg_
     options = ['--cfg-options', *seg_demo_options(tiny_ade, max_iters=1)]
     process = _run([TOOLS / 'slurm_train.sh', 'dev', 'nat_demo', SEG_DEMO, work_dir, *options],
                    dict(env, GPUS='1', PORT=port, SRUN_ARGS='--qos=high --time=10',
-                        STANDIN_SRUN_RUN='1'), timeout=600)
+                        STANDIN_SRUN_RUN='1', OMP_NUM_THREADS='1'), timeout=600)
     output = process.stdout + process.stderr
     assert process.returncode == 0, output[-3000:]
 
