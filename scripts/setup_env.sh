@@ -200,7 +200,8 @@ JOBS=${MAX_JOBS:-$(nproc)}
 # configuration ignored (its find-links may hold a +cpu wheel that pip would prefer)
 TORCH_PIP=("${PIP[@]}")
 if [ "$DEVICE" = cuda ] && [ "${TORCH_PIP_ISOLATED:-1}" = 1 ]; then
-    TORCH_PIP=("$PY" -m pip --isolated install --quiet -c "$CONSTRAINTS")
+    TORCH_PIP=("$PY" -m pip --isolated install --quiet --disable-pip-version-check
+               -c "$CONSTRAINTS")
 fi
 [ -z "${TORCH_INDEX_URL:-}" ] || TORCH_PIP+=(--extra-index-url "$TORCH_INDEX_URL")
 TORCH_PIP+=(torch==2.13.0)
@@ -333,8 +334,8 @@ if ! mmcv_ok; then
             env "${MMCV_ENV[@]}" "${MMCV_BUILD[@]}"
         fi
         "${PIP[@]}" --no-deps --force-reinstall "$WHEEL_DIR"/mmcv-2.1.0-*.whl
+        "${PIP[@]}" mmcv==2.1.0   # its pure-Python dependencies (numpy, mmengine, ...)
         mmcv_ok || die "the mmcv wheel in $WHEEL_DIR has no CUDA ops; delete it and run again"
-        "${PIP[@]}" mmcv==2.1.0   # its pure-Python dependencies
     else
         env "${MMCV_ENV[@]}" "${MMCV_BUILD[@]}"
         mmcv_ok || {
