@@ -45,4 +45,6 @@ def test_table_has_both_modes_for_time_and_memory(benchmark_na):
     memory = results[CASE]['memory']
     assert set(memory) == {(impl, mode) for impl in ('fast', 'reference')
                            for mode in ('fwd', 'fwd+bwd')}
-    assert all(value > 0 for value in memory.values())
+    # In this process a call can reuse pages an earlier one freed, so growth may be 0: the
+    # amounts are checked in a fresh process above; here only that they were measured.
+    assert all(isinstance(value, int) and value >= 0 for value in memory.values())

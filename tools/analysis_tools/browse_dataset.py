@@ -12,8 +12,10 @@ import argparse
 import importlib
 import os.path as osp
 
+import numpy as np
 from mmengine.config import Config, DictAction
 from mmengine.registry import DATASETS, VISUALIZERS
+from PIL import Image
 
 #: The config's ``default_scope`` -> the library whose datasets and visualizer it uses.
 SCOPES = ('mmdet', 'mmseg')
@@ -57,6 +59,32 @@ def build_dataset_and_visualizer(cfg, split):
     return dataset, visualizer
 
 
+def annotation_size(sample):
+    """(height, width) of the sample's masks or segmentation map, None for boxes alone."""
+    if 'gt_sem_seg' in sample:
+        return tuple(sample.gt_sem_seg.shape)
+    masks = sample.get('gt_instances', {}).get('masks', None)
+    return None if masks is None else (masks.height, masks.width)
+
+
+def picture_to_draw_on(item):
+    """The (H, W, 3) RGB image the annotations of ``item`` (a dataset item) fit.
+
+    Training pipelines transform image and annotations together: the network's input.
+    Test pipelines resize the image only (predictions are scaled back): then the original
+    picture. mmdet's boxes become the plain tensor its visualizer draws.
+    """
+    sample = item['data_samples']
+    boxes = sample.get('gt_instances', {}).get('bboxes', None)
+    if hasattr(boxes, 'tensor'):
+        sample.gt_instances.bboxes = boxes.tensor
+    image = item['inputs'].permute(1, 2, 0).numpy()[..., ::-1]       # CHW BGR -> HWC RGB
+    size = annotation_size(sample)
+    if size is not None and size != image.shape[:2]:
+        image = np.asarray(Image.open(sample.img_path).convert('RGB'))
+    return np.ascontiguousarray(image)
+
+
 def main(argv=None):
     """Returns the paths of the pictures written (none without --output-dir)."""
     args = parse_args(argv)
@@ -69,7 +97,7 @@ def main(argv=None):
     for index in range(count):
         item = dataset[index]
         sample = item['data_samples']
-        image = item['inputs'].permute(1, 2, 0).numpy()[..., ::-1]       # CHW BGR -> HWC RGB
+        image = picture_to_draw_on(item)
         name = osp.basename(sample.get('img_path') or f'{index:06d}.png')
         out_file = osp.join(args.output_dir, name) if args.output_dir else None
         visualizer.add_datasample(name, image.copy(), sample, draw_pred=False,
