@@ -25,7 +25,9 @@ def test_times_the_timed_batches_with_a_checkpoint(load_tool, tiny_ade, tmp_path
                         '--device', 'cpu', *options])
     assert result['images'] == result['batches'] == 1 and len(result['seconds']) == 1
     assert result['fps'] == pytest.approx(1 / result['seconds'][0])
-    assert result['peak_bytes'] > 0
+    # measured in this process: pages freed by earlier tests can be reused unseen, so the
+    # growth may be 0 (profiling's own test checks the amount in a fresh process)
+    assert isinstance(result['peak_bytes'], int) and result['peak_bytes'] >= 0
     out = capsys.readouterr().out
     assert 'images/s over 1 images' in out and f'checkpoint {checkpoint}' in out
     with pytest.raises(ValueError, match='all used by --num-warmup 2'):   # 2 test images
