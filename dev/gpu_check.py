@@ -27,8 +27,8 @@ passed, 1 otherwise.
 On the benchmark GPU machine (repo root; torch, timm, numpy there, no mmengine, no network),
 after ``bash dev/prepare_gpu_run.sh`` filled ``.whl/`` here (carry ``.whl``)::
 
-    PYTHONUNBUFFERED=1 pip install -q --no-index --no-deps --target /tmp/pydeps .whl/*.whl \
-        && PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/pydeps:$PWD python dev/gpu_check.py --out $OUT
+    PYTHONUNBUFFERED=1 pip install -q --no-index --no-deps --target .pydeps .whl/*.whl \
+        && PYTHONUNBUFFERED=1 PYTHONPATH=$PWD/.pydeps:$PWD python dev/gpu_check.py --out $OUT
 
 On a GPU box with the stack installed by ``scripts/setup_env.sh``::
 

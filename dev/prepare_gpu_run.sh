@@ -41,5 +41,5 @@ if [ $(( wheels + tree )) -gt "$LIMIT_BYTES" ]; then
 fi
 cat <<'EOF'
 [prepare] on the GPU machine (repo root, carry .whl, timeout 570 s), the one command:
-PYTHONUNBUFFERED=1 python -m pip install -q --no-index --no-deps --target /tmp/pydeps .whl/*.whl && PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/pydeps:$PWD python dev/gpu_check.py --out $OUT
+PYTHONUNBUFFERED=1 python -m pip install -q --no-index --no-deps --target .pydeps .whl/*.whl && PYTHONUNBUFFERED=1 PYTHONPATH=$PWD/.pydeps:$PWD python dev/gpu_check.py --out $OUT
 EOF
