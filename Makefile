@@ -4,6 +4,9 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
+# make test: one pytest-xdist worker per core, at most 4 (each worker may hold a GiB or two);
+# TEST_WORKERS=0 runs the suite in one process.
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 4 ] && n=4; echo $$n)
 
 .PHONY: setup demo demo-det test bench bench-backbone flops
 
@@ -17,7 +20,7 @@ demo-det: setup
 	$(PY) tools/demo.py --task det
 
 test: setup
-	$(PY) -m pytest tests $(PYTEST_ARGS)
+	$(PY) -m pytest tests -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 bench: setup
 	$(PY) tools/analysis_tools/benchmark_na.py

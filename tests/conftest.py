@@ -15,6 +15,8 @@ chosen with ``HYPOTHESIS_PROFILE`` (default ``ci``):
   (``HYPOTHESIS_PROFILE=soak pytest tests -k properties``).
 """
 import importlib.util
+import json
+import logging
 import os
 from pathlib import Path
 
@@ -25,6 +27,12 @@ from hypothesis import HealthCheck, Phase, settings
 if not torch.cuda.is_available():
     os.environ.setdefault('TRITON_INTERPRET', '1')
 
+# Under pytest-xdist (make test runs one worker per core) each worker gets its share of the
+# cores: two workers each running torch's default of one thread per core would fight.
+if 'PYTEST_XDIST_WORKER_COUNT' in os.environ:
+    _workers = int(os.environ['PYTEST_XDIST_WORKER_COUNT'])
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // _workers))
+
 # No 'explain' phase: it reruns a failing example hundreds of times (minutes here).
 _COMMON = dict(deadline=None, print_blob=True,
                phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
@@ -34,6 +42,8 @@ settings.register_profile('soak', max_examples=2200, **_COMMON)
 settings.load_profile(os.environ.get('HYPOTHESIS_PROFILE', 'ci'))
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+#: Hub-layout checkpoints with Transformers + NATTEN's feature maps (from ../shared/golden/hf).
+HF_DATA = REPO_ROOT / 'tests' / 'data' / 'hf'
 
 
 def _script_path(name):
@@ -69,3 +79,38 @@ def tool_path():
 def load_dev_script():
     """Function: ``load_dev_script('gpu_check')`` is dev/gpu_check.py as a module."""
     return lambda name: _load_script(f'dev/{name}')
+
+
+@pytest.fixture
+def logged():
+    """The messages MMEngine's current logger records during the test (a list that grows)."""
+    from mmengine.logging import MMLogger
+    records = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())
+    logger = MMLogger.get_current_instance()
+    logger.addHandler(handler)
+    yield records
+    logger.removeHandler(handler)
+
+
+@pytest.fixture(scope='session')
+def assert_transformers_features():
+    """Function: ``assert_transformers_features(checkpoint, folder)`` builds NAT from
+    tests/data/hf/<folder>/config.json with ``checkpoint`` as its pretrained file and asserts
+    its four feature maps equal Transformers + NATTEN's (golden.pt, float64, rtol 1e-9)."""
+    def check(checkpoint, folder):
+        from nat_mm import NAT
+        from nat_mm.models.transformers_layout import from_transformers_layout, nat_arguments
+        data = torch.load(HF_DATA / folder / 'golden.pt', weights_only=True)
+        arguments = nat_arguments(json.loads((HF_DATA / folder / 'config.json').read_text()))
+        model = NAT(**arguments, init_cfg=dict(type='Pretrained', checkpoint=str(checkpoint)))
+        model.init_weights()
+        # the output norms are not in a backbone checkpoint: Transformers' own ones
+        model.load_state_dict(from_transformers_layout(data['backbone_norms'])[0], strict=False)
+        with torch.no_grad():
+            outputs = model.double().eval()(data['input'])
+        assert len(outputs) == len(data['feature_maps']) == 4
+        for output, expected in zip(outputs, data['feature_maps']):
+            torch.testing.assert_close(output, expected, rtol=1e-9, atol=0)
+    return check

@@ -404,3 +404,30 @@ def generate_coco_panoptic_like(root, num_train=64, num_val=16, image_size=(128,
             json.dump(panoptic, file)
     _mark_complete(root, arguments)
     return str(root)
+
+
+def dataloader_datasets(root, layout):
+    """The ``train_dataloader`` and ``val_dataloader`` entries of a config reading a dataset
+    that :func:`generate_ade20k_like` (``layout='ade20k'``) or :func:`generate_coco_like`
+    (``layout='coco'``) wrote at ``root``: MMSegmentation's ``BaseSegDataset`` or
+    MMDetection's ``CocoDataset`` with the layout's folders, nothing else.
+
+    Returns:
+        dict(train_dataloader=dict(dataset=...), val_dataloader=dict(dataset=...)).
+    """
+    if layout == 'ade20k':
+        def dataset(split):
+            return dict(type='BaseSegDataset', data_root=str(root),
+                        data_prefix=dict(img_path=f'images/{split}',
+                                         seg_map_path=f'annotations/{split}'))
+        splits = ('training', 'validation')
+    elif layout == 'coco':
+        def dataset(split):
+            return dict(type='CocoDataset', data_root=str(root),
+                        ann_file=f'annotations/instances_{split}2017.json',
+                        data_prefix=dict(img=f'{split}2017/'))
+        splits = ('train', 'val')
+    else:
+        raise ValueError(f"layout must be 'ade20k' or 'coco', got {layout!r}")
+    return dict(train_dataloader=dict(dataset=dataset(splits[0])),
+                val_dataloader=dict(dataset=dataset(splits[1])))

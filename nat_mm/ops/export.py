@@ -18,23 +18,17 @@ halo; the rpb is added from one-hot row and column indices contracted with
 the table (two small matmuls, exact); logits outside each query's window are
 *selected* to -inf (never added to: a NaN or inf key reaches only the
 logits of the queries whose window holds it); one softmax over the halo
-(``(TILE + K - 1)^2`` logits per query, K*K of them finite: 100 for 49 at
-K = 7, TILE = 4); one matmul with the value halo. Peak extra memory: the
-key or value halos, the logits and the rpb term. At NAT-T's first stage at
-800x1344 (200x336 map, 2 heads, one call; the fwd memory of
-``tools/analysis_tools/benchmark_na.py --backend export``):
-434 MB peak extra RSS, against 325 MB for the earlier row-by-row formulation
-and 1686 MB for the K*K-gather reference. TILE = 4 is the fastest in ONNX
-Runtime (CPU, kernel 7, stage-1 and stage-3 shapes: 29.8 / 9.8 ms against
-32.4 / 10.7 ms for TILE = 3, 36.9 / 10.9 for 2 and 50.3 / 15.8 for 8); the
-row-by-row formulation took 51-52 / 13.6-15.6 ms.
+(``(TILE + K - 1)^2`` logits per query, K*K of them finite); one matmul with
+the value halo. Peak extra memory: the key or value halos, the logits and the
+rpb term. Why TILE is what it is, with the measurements (memory against the
+row-by-row formulation and the gather reference, ONNX Runtime time per tile
+size): docs/operator.md, "The export backend".
 """
 import torch
 import torch.nn.functional as F
 
-#: Queries per tile along each axis: a query computes (TILE + K - 1)^2 logits
-#: (100 for K*K = 49 at K = 7), and the halo gathers copy ((TILE + K - 1) / TILE)^2
-#: keys and values per query.
+#: Queries per tile along each axis: a query computes (TILE + K - 1)^2 logits, and the
+#: halo gathers copy ((TILE + K - 1) / TILE)^2 keys and values per query.
 TILE = 4
 
 

@@ -81,7 +81,7 @@ try:
 except ImportError:  # the module stays importable; is_available() says False
     triton = tl = None
 
-#: Kernel launches made so far (read by tools/benchmark_na.py --count-kernels).
+#: Kernel launches made so far (read by tools/analysis_tools/benchmark_na.py --count-kernels).
 _LAUNCHES = [0]
 
 
@@ -140,6 +140,85 @@ if triton is not None:
                 + col.to(tl.int64) * sx)
 
     @triton.jit
+    def _tile(pid, tiles_x, tiles, H, W, D, DIL, TY: tl.constexpr, TX: tl.constexpr,
+              BLOCK_D: tl.constexpr):
+        """One program's tile of TY x TX queries (keys in the dK/dV kernel): its
+        group and group size (gy, gx, hg, wg), the first item's group coords
+        (y0, x0), every item's group coords (iy, ix) and whether it exists
+        (ok), the first item's map row and column (row0, col0), the channels d,
+        which exist (d_ok), and the (TY * TX, BLOCK_D) mask of existing values."""
+        gy, gx, hg, wg, y0, x0 = _tile_origin(pid, tiles_x, tiles, H, W, DIL, TY, TX)
+        m = tl.arange(0, TY * TX)
+        iy = y0 + m // TX
+        ix = x0 + m % TX
+        ok = (iy < hg) & (ix < wg)
+        d = tl.arange(0, BLOCK_D)
+        d_ok = d < D
+        return (gy, gx, hg, wg, y0, x0, iy, ix, ok, gy + DIL * y0, gx + DIL * x0, d, d_ok,
+                ok[:, None] & d_ok[None, :])
+
+    @triton.jit
+    def _load_tile(ptr, b, h, row0, col0, iy, ix, y0, x0, d, mask, DIL, sb, sh, sy, sx, sd):
+        """The (TY * TX, BLOCK_D) values of a tile (see :func:`_tile`) of a
+        strided (B, heads, H, W, D) tensor, 0 where ``mask`` is False."""
+        return tl.load(_base(ptr, b, h, row0, col0, sb, sh, sy, sx)
+                       + (DIL * (iy - y0))[:, None] * sy + (DIL * (ix - x0))[:, None] * sx
+                       + d[None, :] * sd, mask=mask, other=0.0)
+
+    @triton.jit
+    def _key_halo(K, V, b, h, gy, y0, x0, col0, hg, wg, qy, qx, q_ok, d, d_ok, DIL,
+                  skb, skh, sky, skx, skd, svb, svh, svy, svx, svd,
+                  KS: tl.constexpr, TY: tl.constexpr, BLOCK_N: tl.constexpr):
+        """The key / value halo of a tile of queries (see :func:`_tile`), walked
+        one halo row at a time: each query's window start (sy, sx); the halo's
+        first column kc0, its BLOCK_N columns kc and which of them exist, as a
+        (BLOCK_N, BLOCK_D) mask; the offsets of a halo row's keys and values
+        from the row's pointer; which (query, halo column) pairs lie in the
+        query's window (col_in); the halo rows r_lo..r_hi - 1 (group units),
+        the pointers of row r_lo and the pointer step from one row to the next."""
+        sy = _win_start(qy, hg, KS)
+        sx = _win_start(qx, wg, KS)
+        kc0 = _win_start(x0, wg, KS)
+        kc = kc0 + tl.arange(0, BLOCK_N)
+        kv_mask = (kc < wg)[:, None] & d_ok[None, :]
+        k_off = (DIL * (kc - x0))[:, None] * skx + d[None, :] * skd
+        v_off = (DIL * (kc - x0))[:, None] * svx + d[None, :] * svd
+        col_in = ((kc[None, :] >= sx[:, None]) & (kc[None, :] < sx[:, None] + KS)
+                  & q_ok[:, None])
+        r_lo = _win_start(y0, hg, KS)
+        r_hi = _win_start(tl.minimum(y0 + TY - 1, hg - 1), hg, KS) + KS
+        k_row = _base(K, b, h, gy + DIL * r_lo, col0, skb, skh, sky, skx)
+        v_row = _base(V, b, h, gy + DIL * r_lo, col0, svb, svh, svy, svx)
+        k_step = tl.cast(sky, tl.int64) * DIL
+        v_step = tl.cast(svy, tl.int64) * DIL
+        return (sy, sx, kc0, kc, kv_mask, k_off, v_off, col_in, r_lo, r_hi, k_row, v_row, k_step,
+                v_step)
+
+    @triton.jit
+    def _halo_row_logits(q, k_ptrs, v_ptrs, kv_mask, scale, r, sy, qy, qx, kc, col_in,
+                         rpb_head, sry, srx, KS: tl.constexpr, HAS_RPB: tl.constexpr,
+                         UPCAST: tl.constexpr):
+        """Halo row ``r`` (see :func:`_key_halo`) against a tile of queries q:
+        its keys and values (BLOCK_N, BLOCK_D), the scaled logits plus rpb
+        (TY * TX, BLOCK_N) and which of them lie in their query's window (ok);
+        the logits outside it are not masked here."""
+        k = tl.load(k_ptrs, mask=kv_mask, other=0.0)
+        v = tl.load(v_ptrs, mask=kv_mask, other=0.0)
+        if UPCAST:
+            k = k.to(tl.float32)
+            v = v.to(tl.float32)
+        s = tl.dot(q, tl.trans(k), input_precision='ieee') * scale
+        ok = col_in & ((r >= sy) & (r < sy + KS))[:, None]
+        if HAS_RPB:
+            # indices clamped into the table, no mask: pairs outside the
+            # windows read some entry, selected away by the caller
+            rpb_row = tl.minimum(tl.maximum((KS - 1) + r - qy, 0), 2 * KS - 2) * sry
+            rpb_col = tl.minimum(tl.maximum((KS - 1) + kc[None, :] - qx[:, None], 0),
+                                 2 * KS - 2) * srx
+            s += tl.load(rpb_head + rpb_row[:, None] + rpb_col).to(tl.float32)
+        return k, v, s, ok
+
+    @triton.jit
     def _keep(seed, bh, row, col, ny, nx, H, W, dropout_p, KS: tl.constexpr):
         """Dropout keep mask of (query (row, col) of map bh, neighbour (ny, nx)):
         Philox keyed on the global (query, neighbour) index, in int32
@@ -159,57 +238,24 @@ if triton is not None:
         b, h, bh = _program_map(heads)
         if b >= batch:
             return
-        gy, gx, hg, wg, y0, x0 = _tile_origin(tl.program_id(0), tiles_x, tiles, H, W, DIL,
-                                              TY, TX)
-        m = tl.arange(0, TY * TX)
-        qy = y0 + m // TX
-        qx = x0 + m % TX
-        q_ok = (qy < hg) & (qx < wg)
-        row0 = gy + DIL * y0
-        col0 = gx + DIL * x0
-        d = tl.arange(0, BLOCK_D)
-        d_ok = d < D
-        qd_mask = q_ok[:, None] & d_ok[None, :]
-        q = tl.load(_base(Q, b, h, row0, col0, sqb, sqh, sqy, sqx)
-                    + (DIL * (qy - y0))[:, None] * sqy + (DIL * (qx - x0))[:, None] * sqx
-                    + d[None, :] * sqd, mask=qd_mask, other=0.0)
+        gy, gx, hg, wg, y0, x0, qy, qx, q_ok, row0, col0, d, d_ok, qd_mask = _tile(
+            tl.program_id(0), tiles_x, tiles, H, W, D, DIL, TY, TX, BLOCK_D)
+        q = _load_tile(Q, b, h, row0, col0, qy, qx, y0, x0, d, qd_mask, DIL,
+                       sqb, sqh, sqy, sqx, sqd)
         if UPCAST:
             q = q.to(tl.float32)
-        sy = _win_start(qy, hg, KS)
-        sx = _win_start(qx, wg, KS)
-        kc0 = _win_start(x0, wg, KS)
-        kc = kc0 + tl.arange(0, BLOCK_N)
-        kv_mask = (kc < wg)[:, None] & d_ok[None, :]
-        k_off = (DIL * (kc - x0))[:, None] * skx + d[None, :] * skd
-        v_off = (DIL * (kc - x0))[:, None] * svx + d[None, :] * svd
-        col_in = ((kc[None, :] >= sx[:, None]) & (kc[None, :] < sx[:, None] + KS)
-                  & q_ok[:, None])
-        r_lo = _win_start(y0, hg, KS)
-        r_hi = _win_start(tl.minimum(y0 + TY - 1, hg - 1), hg, KS) + KS
-        k_row = _base(K, b, h, gy + DIL * r_lo, col0, skb, skh, sky, skx)
-        v_row = _base(V, b, h, gy + DIL * r_lo, col0, svb, svh, svy, svx)
-        k_step = tl.cast(sky, tl.int64) * DIL
-        v_step = tl.cast(svy, tl.int64) * DIL
+        (sy, sx, kc0, kc, kv_mask, k_off, v_off, col_in, r_lo, r_hi, k_row, v_row, k_step,
+         v_step) = _key_halo(K, V, b, h, gy, y0, x0, col0, hg, wg, qy, qx, q_ok, d, d_ok, DIL,
+                             skb, skh, sky, skx, skd, svb, svh, svy, svx, svd, KS, TY, BLOCK_N)
         rpb_head = RPB + h.to(tl.int64) * srh
 
         m_i = tl.full([TY * TX], float('-inf'), tl.float32)
         l_i = tl.zeros([TY * TX], tl.float32)
         acc = tl.zeros([TY * TX, BLOCK_D], tl.float32)
         for r in range(r_lo, r_hi):
-            k = tl.load(k_row + k_off, mask=kv_mask, other=0.0)
-            v = tl.load(v_row + v_off, mask=kv_mask, other=0.0)
-            if UPCAST:
-                k = k.to(tl.float32)
-                v = v.to(tl.float32)
-            s = tl.dot(q, tl.trans(k), input_precision='ieee') * scale
-            ok = col_in & ((r >= sy) & (r < sy + KS))[:, None]
-            if HAS_RPB:
-                # indices clamped into the table, no mask: pairs outside the
-                # windows read some entry, selected away below
-                rpb_row = tl.minimum(tl.maximum((KS - 1) + r - qy, 0), 2 * KS - 2) * sry
-                rpb_col = tl.minimum(tl.maximum((KS - 1) + kc[None, :] - qx[:, None], 0),
-                                     2 * KS - 2) * srx
-                s += tl.load(rpb_head + rpb_row[:, None] + rpb_col).to(tl.float32)
+            k, v, s, ok = _halo_row_logits(q, k_row + k_off, v_row + v_off, kv_mask, scale, r,
+                                           sy, qy, qx, kc, col_in, rpb_head, sry, srx, KS,
+                                           HAS_RPB, UPCAST)
             s = tl.where(ok, s, float('-inf'))
             m_new = tl.maximum(m_i, tl.max(s, axis=1))
             m_use = tl.where(m_new == float('-inf'), 0.0, m_new)
@@ -247,22 +293,12 @@ if triton is not None:
         if b >= batch:
             return
         pid = tl.program_id(0)
-        gy, gx, hg, wg, y0, x0 = _tile_origin(pid, tiles_x, tiles, H, W, DIL, TY, TX)
-        m = tl.arange(0, TY * TX)
-        qy = y0 + m // TX
-        qx = x0 + m % TX
-        q_ok = (qy < hg) & (qx < wg)
-        row0 = gy + DIL * y0
-        col0 = gx + DIL * x0
-        d = tl.arange(0, BLOCK_D)
-        d_ok = d < D
-        qd_mask = q_ok[:, None] & d_ok[None, :]
-        q = tl.load(_base(Q, b, h, row0, col0, sqb, sqh, sqy, sqx)
-                    + (DIL * (qy - y0))[:, None] * sqy + (DIL * (qx - x0))[:, None] * sqx
-                    + d[None, :] * sqd, mask=qd_mask, other=0.0)
-        do = tl.load(_base(DO, b, h, row0, col0, sdb, sdh, sdy, sdx)
-                     + (DIL * (qy - y0))[:, None] * sdy + (DIL * (qx - x0))[:, None] * sdx
-                     + d[None, :] * sdd, mask=qd_mask, other=0.0)
+        gy, gx, hg, wg, y0, x0, qy, qx, q_ok, row0, col0, d, d_ok, qd_mask = _tile(
+            pid, tiles_x, tiles, H, W, D, DIL, TY, TX, BLOCK_D)
+        q = _load_tile(Q, b, h, row0, col0, qy, qx, y0, x0, d, qd_mask, DIL,
+                       sqb, sqh, sqy, sqx, sqd)
+        do = _load_tile(DO, b, h, row0, col0, qy, qx, y0, x0, d, qd_mask, DIL,
+                        sdb, sdh, sdy, sdx, sdd)
         o_off = DIL * ((qy - y0) * W + (qx - x0))
         o_base = (bh.to(tl.int64) * H + row0) * W + col0
         o = tl.load(O + o_base * D + o_off[:, None] * D + d[None, :], mask=qd_mask, other=0.0)
@@ -272,21 +308,9 @@ if triton is not None:
         if UPCAST:
             q = q.to(tl.float32)
             do = do.to(tl.float32)
-        sy = _win_start(qy, hg, KS)
-        sx = _win_start(qx, wg, KS)
-        kc0 = _win_start(x0, wg, KS)
-        kc = kc0 + tl.arange(0, BLOCK_N)
-        kv_mask = (kc < wg)[:, None] & d_ok[None, :]
-        k_off = (DIL * (kc - x0))[:, None] * skx + d[None, :] * skd
-        v_off = (DIL * (kc - x0))[:, None] * svx + d[None, :] * svd
-        col_in = ((kc[None, :] >= sx[:, None]) & (kc[None, :] < sx[:, None] + KS)
-                  & q_ok[:, None])
-        r_lo = _win_start(y0, hg, KS)
-        r_hi = _win_start(tl.minimum(y0 + TY - 1, hg - 1), hg, KS) + KS
-        k_row = _base(K, b, h, gy + DIL * r_lo, col0, skb, skh, sky, skx)
-        v_row = _base(V, b, h, gy + DIL * r_lo, col0, svb, svh, svy, svx)
-        k_step = tl.cast(sky, tl.int64) * DIL
-        v_step = tl.cast(svy, tl.int64) * DIL
+        (sy, sx, kc0, kc, kv_mask, k_off, v_off, col_in, r_lo, r_hi, k_row, v_row, k_step,
+         v_step) = _key_halo(K, V, b, h, gy, y0, x0, col0, hg, wg, qy, qx, q_ok, d, d_ok, DIL,
+                             skb, skh, sky, skx, skd, svb, svh, svy, svx, svd, KS, TY, BLOCK_N)
         rpb_head = RPB + h.to(tl.int64) * srh
         # rpb gradient: the column of pair (query m, key j) is (K-1) + kc0 + j - qx, so
         # column c of query m gathers key j = c - (K-1) - kc0 + qx; its row is
@@ -299,20 +323,9 @@ if triton is not None:
         dq = tl.zeros([TY * TX, BLOCK_D], tl.float32)
         drpb = tl.zeros([BLOCK_R, BLOCK_R], tl.float32)
         for r in range(r_lo, r_hi):
-            k = tl.load(k_row + k_off, mask=kv_mask, other=0.0)
-            v = tl.load(v_row + v_off, mask=kv_mask, other=0.0)
-            if UPCAST:
-                k = k.to(tl.float32)
-                v = v.to(tl.float32)
-            s = tl.dot(q, tl.trans(k), input_precision='ieee') * scale
-            ok = col_in & ((r >= sy) & (r < sy + KS))[:, None]
-            if HAS_RPB:
-                # indices clamped into the table, no mask: pairs outside the
-                # windows read some entry, selected away below
-                rpb_row = tl.minimum(tl.maximum((KS - 1) + r - qy, 0), 2 * KS - 2) * sry
-                rpb_col = tl.minimum(tl.maximum((KS - 1) + kc[None, :] - qx[:, None], 0),
-                                     2 * KS - 2) * srx
-                s += tl.load(rpb_head + rpb_row[:, None] + rpb_col).to(tl.float32)
+            k, v, s, ok = _halo_row_logits(q, k_row + k_off, v_row + v_off, kv_mask, scale, r,
+                                           sy, qy, qx, kc, col_in, rpb_head, sry, srx, KS,
+                                           HAS_RPB, UPCAST)
             p = tl.where(ok, tl.exp(s - lse[:, None]), 0.0)
             dp = tl.dot(do, tl.trans(v), input_precision='ieee')
             if DROPOUT:
@@ -358,23 +371,12 @@ if triton is not None:
         b, h, bh = _program_map(heads)
         if b >= batch:
             return
-        gy, gx, hg, wg, y0, x0 = _tile_origin(tl.program_id(0), tiles_x, tiles, H, W, DIL,
-                                              TY, TX)
-        m = tl.arange(0, TY * TX)
-        ky = y0 + m // TX
-        kx = x0 + m % TX
-        k_ok = (ky < hg) & (kx < wg)
-        row0 = gy + DIL * y0
-        col0 = gx + DIL * x0
-        d = tl.arange(0, BLOCK_D)
-        d_ok = d < D
-        kd_mask = k_ok[:, None] & d_ok[None, :]
-        k = tl.load(_base(K, b, h, row0, col0, skb, skh, sky, skx)
-                    + (DIL * (ky - y0))[:, None] * sky + (DIL * (kx - x0))[:, None] * skx
-                    + d[None, :] * skd, mask=kd_mask, other=0.0)
-        v = tl.load(_base(V, b, h, row0, col0, svb, svh, svy, svx)
-                    + (DIL * (ky - y0))[:, None] * svy + (DIL * (kx - x0))[:, None] * svx
-                    + d[None, :] * svd, mask=kd_mask, other=0.0)
+        gy, gx, hg, wg, y0, x0, ky, kx, k_ok, row0, col0, d, d_ok, kd_mask = _tile(
+            tl.program_id(0), tiles_x, tiles, H, W, D, DIL, TY, TX, BLOCK_D)
+        k = _load_tile(K, b, h, row0, col0, ky, kx, y0, x0, d, kd_mask, DIL,
+                       skb, skh, sky, skx, skd)
+        v = _load_tile(V, b, h, row0, col0, ky, kx, y0, x0, d, kd_mask, DIL,
+                       svb, svh, svy, svx, svd)
         if UPCAST:
             k = k.to(tl.float32)
             v = v.to(tl.float32)

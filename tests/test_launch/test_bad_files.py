@@ -1,6 +1,5 @@
 """Damaged files found before training: dataset files (check_dataset_files) and
 checkpoints a resumed run would load (resolve_resume_checkpoint)."""
-import logging
 import re
 import shutil
 from pathlib import Path
@@ -8,9 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 from mmengine.config import Config
-from mmengine.logging import MMLogger
 
-from nat_mm.datasets import generate_ade20k_like, generate_coco_like
+from nat_mm.datasets import dataloader_datasets, generate_ade20k_like, generate_coco_like
 from nat_mm.launch import check_dataset_files, resolve_resume_checkpoint
 from nat_mm.launch.preflight import checkpoint_damage, complete_checkpoints
 
@@ -28,22 +26,12 @@ def coco(tmp_path_factory):
 
 
 def _seg_config(root):
-    def dataset(split):
-        return dict(type='BaseSegDataset', data_root=str(root),
-                    data_prefix=dict(img_path=f'images/{split}',
-                                     seg_map_path=f'annotations/{split}'))
-    return Config(dict(train_dataloader=dict(dataset=dataset('training')),
-                       val_dataloader=dict(dataset=dataset('validation'))))
+    return Config(dataloader_datasets(root, 'ade20k'))
 
 
 def _det_config(root):
-    def dataset(split):
-        return dict(type='CocoDataset', data_root=str(root),
-                    ann_file=f'annotations/instances_{split}2017.json',
-                    data_prefix=dict(img=f'{split}2017/'))
     evaluator = dict(type='CocoMetric', ann_file=str(root / 'annotations/instances_val2017.json'))
-    return Config(dict(train_dataloader=dict(dataset=dataset('train')),
-                       val_dataloader=dict(dataset=dataset('val')), val_evaluator=evaluator))
+    return Config(dict(dataloader_datasets(root, 'coco'), val_evaluator=evaluator))
 
 
 def _copy(root, tmp_path):
@@ -119,18 +107,6 @@ def test_many_damaged_files_are_counted(ade, tmp_path):
 def _save(path, step):
     torch.save(dict(meta=dict(iter=step), state_dict=dict(w=torch.full((64, 64), float(step)))),
                path)
-
-
-@pytest.fixture
-def logged():
-    """The messages MMEngine's current logger records during the test."""
-    records = []
-    handler = logging.Handler()
-    handler.emit = lambda record: records.append(record.getMessage())
-    logger = MMLogger.get_current_instance()
-    logger.addHandler(handler)
-    yield records
-    logger.removeHandler(handler)
 
 
 @pytest.fixture

@@ -1,7 +1,6 @@
 """Hugging Face Hub checkpoints (Transformers' layout) load into NAT and give Transformers +
 NATTEN 0.17.5's numbers (tests/data/hf, see tests/data/README.md)."""
 import json
-import logging
 import shutil
 from pathlib import Path
 
@@ -206,39 +205,25 @@ def test_broken_config_json_is_named(tmp_path):
         load_pretrained(NAT(**nat_arguments(config_of('nat_k7'))), str(path))
 
 
-def test_kernel_size_and_dilations_may_differ(tmp_path):
+def test_kernel_size_and_dilations_may_differ(tmp_path, logged):
     """The detection / segmentation use: other dilations load silently; another kernel size
     resizes the rpb tables (as for official files); NAT weights into a DiNAT get a note."""
-    records, detach = _log_records()
-    try:
-        arguments = nat_arguments(config_of('dinat_k7'))
-        model = NAT(**dict(arguments, dilations=[[2, 1], [1, 1], [1, 1], [1]]),
-                    init_cfg=pretrained(HF_DATA / 'dinat_k7'))
-        model.init_weights()
-        assert not [line for line in records if 'resized' in line or 'dilations' in line]
-        model = NAT(**dict(arguments, kernel_size=5), init_cfg=pretrained(HF_DATA / 'dinat_k7'))
-        model.init_weights()
-        nat = NAT(**dict(nat_arguments(config_of('nat_k7')), dilations=[[2, 1], [1], [1, 1], [1]]),
-                  init_cfg=pretrained(HF_DATA / 'nat_k7'))
-        nat.init_weights()
-    finally:
-        detach()
-    assert [line for line in records if 'resized' in line] == [
+    arguments = nat_arguments(config_of('dinat_k7'))
+    model = NAT(**dict(arguments, dilations=[[2, 1], [1, 1], [1, 1], [1]]),
+                init_cfg=pretrained(HF_DATA / 'dinat_k7'))
+    model.init_weights()
+    assert not [line for line in logged if 'resized' in line or 'dilations' in line]
+    model = NAT(**dict(arguments, kernel_size=5), init_cfg=pretrained(HF_DATA / 'dinat_k7'))
+    model.init_weights()
+    nat = NAT(**dict(nat_arguments(config_of('nat_k7')), dilations=[[2, 1], [1], [1, 1], [1]]),
+              init_cfg=pretrained(HF_DATA / 'nat_k7'))
+    nat.init_weights()
+    assert [line for line in logged if 'resized' in line] == [
         "NAT: resized 7 relative position bias tables (bicubic) from 13x13 (kernel 7) in the "
         "checkpoint to the model's 9x9 (kernel 5)"]
-    notes = [line for line in records if 'trained' in line]
+    notes = [line for line in logged if 'trained' in line]
     assert len(notes) == 1 and "nat_k7/model.safetensors' was trained without dilations" in \
         notes[0] and 'the model has dilations=[[2, 1], [1], [1, 1], [1]]' in notes[0]
-
-
-def _log_records():
-    from mmengine.logging import MMLogger
-    records = []
-    handler = logging.Handler()
-    handler.emit = lambda record: records.append(record.getMessage())
-    logger = MMLogger.get_current_instance()
-    logger.addHandler(handler)
-    return records, lambda: logger.removeHandler(handler)
 
 
 def to_transformers_layout(state_dict, prefix):
@@ -287,7 +272,8 @@ def mask2former_backbone(checkpoint):
 
 
 @pytest.mark.parametrize('kernel_size', [11, 7])
-def test_dinat_large_style_hub_folder_into_the_mask2former_backbone(tmp_path, kernel_size):
+def test_dinat_large_style_hub_folder_into_the_mask2former_backbone(
+        tmp_path, kernel_size, logged):
     """dinat-large-11x11-in22k-in1k-384's form (kernel 11, trained with D224) loads into the
     kernel-11 m2f backbone as it is: no resize, no log line about it; a kernel-7 Hub file
     gets its rpb tables resized, with the one log line."""
@@ -303,12 +289,8 @@ def test_dinat_large_style_hub_folder_into_the_mask2former_backbone(tmp_path, ke
     (tmp_path / 'config.json').write_text(json.dumps(config))
     model = mask2former_backbone(tmp_path)
     assert model.dilations == DILATIONS_M2F and model.kernel_size == 11
-    records, detach = _log_records()
-    try:
-        model.init_weights()
-    finally:
-        detach()
-    resized = [line for line in records if 'resized' in line]
+    model.init_weights()
+    resized = [line for line in logged if 'resized' in line]
     rpb = model.state_dict()['levels.2.blocks.17.attn.rpb']
     assert rpb.shape == (4, 21, 21)
     if kernel_size == 11:
@@ -318,6 +300,6 @@ def test_dinat_large_style_hub_folder_into_the_mask2former_backbone(tmp_path, ke
         assert resized == [
             "NAT: resized 30 relative position bias tables (bicubic) from 13x13 (kernel 7) in "
             "the checkpoint to the model's 21x21 (kernel 11)"]
-    summary = next(line for line in records if 'loaded' in line)
+    summary = next(line for line in logged if 'loaded' in line)
     assert 'loaded 405 tensors' in summary and 'classifier.weight' in summary
-    assert not [line for line in records if 'trained with' in line]
+    assert not [line for line in logged if 'trained with' in line]

@@ -1,5 +1,4 @@
 """Tests of loading official NAT checkpoints (layout from the official classification models)."""
-import logging
 import os
 import subprocess
 import sys
@@ -172,19 +171,9 @@ def test_load_official_small_with_layer_scale(tmp_path):
     assert_loaded(model, official)
 
 
-def test_load_logs_summary(mini_path):
-    from mmengine.logging import MMLogger
-
-    records = []
-    handler = logging.Handler()
-    handler.emit = lambda record: records.append(record.getMessage())
-    logger = MMLogger.get_current_instance()
-    logger.addHandler(handler)
-    try:
-        NAT(arch='mini', init_cfg=pretrained(mini_path)).init_weights()
-    finally:
-        logger.removeHandler(handler)
-    summary = [message for message in records if 'loaded' in message]
+def test_load_logs_summary(mini_path, logged):
+    NAT(arch='mini', init_cfg=pretrained(mini_path)).init_weights()
+    summary = [message for message in logged if 'loaded' in message]
     assert len(summary) == 1
     assert 'loaded 249 tensors' in summary[0]
     assert 'head.{weight,bias}' in summary[0] and 'norm.{weight,bias}' in summary[0]
@@ -331,18 +320,7 @@ def test_convert_checkpoint_cli_refuses_other_arch(tmp_path, mini_path, load_too
     assert not dst.exists()
 
 
-def _log_records():
-    """(records, detach): messages logged to MMEngine's current logger until detach()."""
-    from mmengine.logging import MMLogger
-    records = []
-    handler = logging.Handler()
-    handler.emit = lambda record: records.append(record.getMessage())
-    logger = MMLogger.get_current_instance()
-    logger.addHandler(handler)
-    return records, lambda: logger.removeHandler(handler)
-
-
-def test_in22k_dinat_large_loads_into_the_kernel_11_mask2former_backbone(tmp_path):
+def test_in22k_dinat_large_loads_into_the_kernel_11_mask2former_backbone(tmp_path, logged):
     """The 21841-class head is dropped; every 13x13 rpb is resized to 21x21, one log line.
     (DiNAT-L's keys and rpb tables at an eighth of its width: NARROW_LARGE.)"""
     official = official_state_dict(NARROW_LARGE, num_classes=21841)
@@ -354,16 +332,12 @@ def test_in22k_dinat_large_loads_into_the_kernel_11_mask2former_backbone(tmp_pat
     # the keys of DiNAT-L's backbone, its output norms aside
     assert set(model.state_dict()) - OUTPUT_NORM_KEYS == set(official_layout('large')) - {
         'head.weight', 'head.bias', 'norm.weight', 'norm.bias'}
-    records, detach = _log_records()
-    try:
-        model.init_weights()
-    finally:
-        detach()
-    resize_lines = [message for message in records if 'resized' in message]
+    model.init_weights()
+    resize_lines = [message for message in logged if 'resized' in message]
     assert resize_lines == [
         "NAT: resized 30 relative position bias tables (bicubic) from 13x13 (kernel 7) in the "
         "checkpoint to the model's 21x21 (kernel 11)"]
-    summary = next(message for message in records if 'loaded' in message)
+    summary = next(message for message in logged if 'loaded' in message)
     assert 'loaded 405 tensors' in summary and 'head.{weight,bias}' in summary
     state = model.state_dict()
     for key, value in official.items():
@@ -401,21 +375,16 @@ def test_rpb_that_cannot_be_resized_is_refused(mini_official, shape):
         checkpoint_filter_fn(broken, model)
 
 
-
-def test_convert_checkpoint_cli_in22k_head_kernel_11(tmp_path, capsys, load_tool):
+def test_convert_checkpoint_cli_in22k_head_kernel_11(tmp_path, capsys, load_tool, logged):
     """An ImageNet-22k checkpoint (21841-class head) converted for a kernel-11 model: the head
     is dropped, every rpb resized with one log line (NAT-Mini's layout: the conversion is the
     same for every arch; DiNAT-L's keys and rpb tables load in the test above)."""
     official = official_state_dict('mini', num_classes=21841)
     src, dst = tmp_path / 'mini_in22k.pth', tmp_path / 'mini_k11.pth'
     torch.save(official, src)
-    records, detach = _log_records()
-    try:
-        load_tool(CONVERTER).main([str(src), str(dst), '--arch', 'mini', '--kernel-size', '11'])
-    finally:
-        detach()
+    load_tool(CONVERTER).main([str(src), str(dst), '--arch', 'mini', '--kernel-size', '11'])
     assert sum('resized 18 relative position bias tables' in message
-               for message in records) == 1
+               for message in logged) == 1
     out = capsys.readouterr().out
     assert f'{OFFICIAL_KEY_COUNTS["mini"] - 4} backbone tensors' in out
     assert 'head.{weight,bias}' in out

@@ -142,6 +142,7 @@ def test_backend_matches_reference(backend, case):
     _assert_matches_reference(backend, case)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif('triton' not in available_backends('cpu'),
                     reason='Triton cannot run kernels here (no triton or TRITON_INTERPRET unset)')
 @_share(TRITON_SHARE)

@@ -51,7 +51,7 @@ def _assert_all_close(got, expected, atol, rtol, rpb_atol=None):
                                    msg=lambda m, name=name: f'{name}: {m}')
 
 
-@pytest.fixture(params=['default', 'gpu'])
+@pytest.fixture(params=['default', pytest.param('gpu', marks=pytest.mark.slow)])
 def tiles(request, monkeypatch):
     """The default launch plan, then exactly the GPU's (through the
     interpreter when there is no GPU)."""
@@ -117,6 +117,7 @@ def test_matches_natten_golden(case):
     _check_golden(case)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('case', [c for c in GOLDEN_CASES
                                   if _golden_id(c) in GOLDEN_GPU_TILE_IDS], ids=_golden_id)
 def test_matches_natten_golden_gpu_tiles(gpu_tiles, case):
@@ -236,6 +237,7 @@ GPU_TILE_CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('batch,heads,height,width,head_dim,kernel,dilation,with_rpb',
                          GPU_TILE_CASES)
 def test_gpu_tiles_match_reference(gpu_tiles, batch, heads, height, width, head_dim, kernel,

@@ -43,6 +43,7 @@ def test_shape_parsing(benchmark):
         benchmark.parse_shape('512')
 
 
+@pytest.mark.slow
 def test_smoke_run_prints_the_table(tool_path):
     """All three models, training step, one repeat at a tiny shape (no timing assertions)."""
     result = subprocess.run(

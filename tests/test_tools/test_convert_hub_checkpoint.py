@@ -6,15 +6,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from nat_mm import NAT
-from nat_mm.models.transformers_layout import from_transformers_layout, nat_arguments
+from nat_mm.models.transformers_layout import nat_arguments
 
 HF_DATA = Path(__file__).resolve().parents[1] / 'data' / 'hf'
 CONVERTER = 'model_converters/nat2mm'
 
 
 @pytest.mark.parametrize('folder', ['dinat_k7', 'dinat_k11'])
-def test_hub_snapshot_converts_to_the_official_layout(load_tool, tmp_path, capsys, folder):
+def test_hub_snapshot_converts_to_the_official_layout(load_tool, tmp_path, capsys, folder,
+                                                      assert_transformers_features):
     dst = tmp_path / f'{folder}.pth'
     load_tool(CONVERTER).main([str(HF_DATA / folder), str(dst)])
     out = capsys.readouterr().out
@@ -25,14 +25,7 @@ def test_hub_snapshot_converts_to_the_official_layout(load_tool, tmp_path, capsy
                                  source=folder)
     assert all(key.startswith(('patch_embed.', 'levels.')) for key in saved['state_dict'])
     assert 'classifier.{bias,weight}' in out and 'dinat.layernorm.{bias,weight}' in out
-    data = torch.load(HF_DATA / folder / 'golden.pt', weights_only=True)
-    model = NAT(**arguments, init_cfg=dict(type='Pretrained', checkpoint=str(dst)))
-    model.init_weights()
-    model.load_state_dict(from_transformers_layout(data['backbone_norms'])[0], strict=False)
-    with torch.no_grad():
-        outputs = model.double().eval()(data['input'])
-    for output, expected in zip(outputs, data['feature_maps']):
-        torch.testing.assert_close(output, expected, rtol=1e-9, atol=0)
+    assert_transformers_features(dst, folder)
 
 
 def test_hub_snapshot_of_another_variant_is_refused(load_tool, tmp_path):

@@ -138,6 +138,7 @@ def straight(task, tool_path, tmp_path_factory):
     return work_dir
 
 
+@pytest.mark.slow
 def test_killed_after_a_checkpoint_resumes_to_the_same_state(straight, task, tool_path,
                                                             tmp_path):
     work_dir = tmp_path / 'work'
@@ -155,6 +156,7 @@ def test_killed_after_a_checkpoint_resumes_to_the_same_state(straight, task, too
                                straight / f'iter_{MAX_ITERS}.pth')
 
 
+@pytest.mark.slow
 def test_killed_while_writing_a_checkpoint_resumes_from_the_last_complete_one(
         straight, task, tool_path, tmp_path):
     work_dir = tmp_path / 'work'
@@ -187,6 +189,13 @@ def test_killed_while_writing_a_checkpoint_resumes_from_the_last_complete_one(
                                straight / f'iter_{MAX_ITERS}.pth')
 
 
+#: What --resume does with the files and what the loss hook does are the same for every
+#: task: the tests of them run the cheaper one.
+ONE_TASK = pytest.mark.parametrize('task', ['nat_regressor'], indirect=True)
+
+
+@pytest.mark.slow
+@ONE_TASK
 def test_a_damaged_latest_checkpoint_is_passed_over(straight, task, tool_path, tmp_path):
     """The latest checkpoint named by last_checkpoint is cut (its writer killed after the
     pointer was written, or the file damaged since): --resume uses the one before it."""
@@ -206,6 +215,7 @@ def test_a_damaged_latest_checkpoint_is_passed_over(straight, task, tool_path, t
                                straight / f'iter_{MAX_ITERS}.pth')
 
 
+@ONE_TASK
 def test_a_non_finite_loss_stops_the_run_naming_the_iteration(task, tool_path, tmp_path):
     """With lr 1e30 the first AdamW step makes the weights overflow: iteration 2's loss is
     NaN, and the run stops before iteration 2's checkpoint."""

@@ -13,22 +13,25 @@ import torch
 from mmengine.config import Config
 from PIL import Image
 
-from nat_mm.deploy import OnnxModel, build_deploy_model, max_differences, random_image
+from nat_mm.deploy import (MIN_SIZE, OnnxModel, build_deploy_model, max_differences,
+                           random_image)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NARROW_ARCH = dict(_delete_=True, embed_dim=32, depths=(1, 2, 1, 1), num_heads=(1, 2, 4, 8),
                    mlp_ratio=2.)
-#: The demo configs with a narrow backbone: (base config, overrides).
+#: The demo configs with a narrow backbone: (base config, overrides). The segmentor's is a
+#: DiNAT with kernel 11 (dilations in stages 1 and 2), the detector's a NAT with kernel 7.
 NARROW = {
     'seg': ('configs/demo/upernet_nat_demo.py', dict(
-        backbone=dict(arch=NARROW_ARCH), decode_head=dict(in_channels=[32, 64, 128, 256]),
+        backbone=dict(arch=NARROW_ARCH, kernel_size=11, dilations=[[2], [1, 2], [1], [1]]),
+        decode_head=dict(in_channels=[32, 64, 128, 256]),
         auxiliary_head=dict(in_channels=128))),
     'det': ('configs/demo/mask_rcnn_nat_demo.py', dict(
         backbone=dict(arch=NARROW_ARCH), neck=dict(in_channels=[32, 64, 128, 256]))),
 }
-#: One dynamic file, three sizes: 97x131 has stage maps 25x33 ... 4x5 (the late stages
-#: go through the small-input padding; UperNet's 6x6 pyramid pooling has more output
-#: cells than its 4x5 map has pixels).
+#: One dynamic file, three sizes: 97x131 has stage maps 25x33 ... 4x5 (the segmentor's
+#: kernel-11 stages from stage 2 on go through the small-input padding; UperNet's 6x6
+#: pyramid pooling has more output cells than its 4x5 map has pixels).
 SIZES = {'seg': [(224, 224), (97, 131), (512, 683)], 'det': [(128, 160), (97, 131)]}
 
 
@@ -77,6 +80,7 @@ def test_one_dynamic_file_matches_eager_at_every_size(task, request):
     deploy = build_deploy_model(config, str(checkpoint))
     session = OnnxModel(result['out'])
     assert session.metadata['dynamic'] is True and session.metadata['task'] == task
+    assert session.metadata['input_shape'] == list(SIZES[task][0])
     for size in SIZES[task]:
         image = random_image(*size, seed=7)
         with torch.no_grad():
@@ -86,6 +90,14 @@ def test_one_dynamic_file_matches_eager_at_every_size(task, request):
             assert len(expected) == 5 and expected[0].shape[-2:] == (
                 -(-size[0] // 4), -(-size[1] // 4))
         assert max_differences(expected, session(image))[0] <= 1e-4, size
+
+
+@pytest.mark.slow
+def test_a_size_below_the_dynamic_minimum_is_refused(seg_export):
+    *_, result = seg_export
+    with pytest.raises(ValueError, match=rf'dynamic export for heights and widths in '
+                                         rf'\[{MIN_SIZE}, .*resize the image'):
+        OnnxModel(result['out'])(random_image(MIN_SIZE - 1, 64))
 
 
 @pytest.mark.slow

@@ -15,9 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from nat_mm import NAT
 from nat_mm.models.presets import PUBLISHED_CHECKPOINTS
-from nat_mm.models.transformers_layout import from_transformers_layout, nat_arguments
+from nat_mm.models.transformers_layout import nat_arguments
 
 HF_DATA = Path(__file__).resolve().parents[1] / 'data' / 'hf'
 SERVER_LIFETIME_S = 120
@@ -211,7 +210,8 @@ def _entry(folder):
 
 
 @pytest.mark.parametrize('folder', ['dinat_k7', 'nat_k7'])
-def test_hub_copy_is_checked_converted_and_gives_the_golden_numbers(tool, tmp_path, folder):
+def test_hub_copy_is_checked_converted_and_gives_the_golden_numbers(tool, tmp_path, folder,
+                                                                   assert_transformers_features):
     pytest.importorskip('huggingface_hub')
     cache = hub_cache(tmp_path / 'hub', f'test-org/{folder}', HF_DATA / folder)
     target = tmp_path / 'checkpoints' / f'{folder}.pth'
@@ -223,15 +223,7 @@ def test_hub_copy_is_checked_converted_and_gives_the_golden_numbers(tool, tmp_pa
     assert saved['meta']['source'] == \
         f'https://huggingface.co/test-org/{folder} (model.safetensors)'
     assert not any(key.startswith(('encoder.', 'embeddings.')) for key in saved['state_dict'])
-    data = torch.load(HF_DATA / folder / 'golden.pt', weights_only=True)
-    arguments = nat_arguments(json.loads((HF_DATA / folder / 'config.json').read_text()))
-    model = NAT(**arguments, init_cfg=dict(type='Pretrained', checkpoint=str(target)))
-    model.init_weights()
-    model.load_state_dict(from_transformers_layout(data['backbone_norms'])[0], strict=False)
-    with torch.no_grad():
-        outputs = model.double().eval()(data['input'])
-    for output, expected in zip(outputs, data['feature_maps']):
-        torch.testing.assert_close(output, expected, rtol=1e-9, atol=0)
+    assert_transformers_features(target, folder)
 
 
 def test_damaged_hub_file_fails_the_published_hash(tool, tmp_path):
@@ -256,4 +248,3 @@ def test_hub_copy_of_another_model_is_refused(tool, tmp_path):
                                                  r'4, 4\]'):
         tool.fetch_from_hub(entry, str(tmp_path / 'out.pth'), cache_dir=str(cache), offline=True)
     assert not (tmp_path / 'out.pth').exists() and not (tmp_path / 'out.pth.part').exists()
-

@@ -24,6 +24,7 @@ def _run_tool(*args):
                           text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_nat_case_fits_and_bad_arch_is_one_line(tmp_path):
     """bf16, K7, head_dim 32, rpb (the NAT models) for sm_80 and sm_90: every
     kernel compiles, fits the arch's shared memory and spills nothing; an
@@ -46,6 +47,7 @@ def test_nat_case_fits_and_bad_arch_is_one_line(tmp_path):
     assert '| fwd | sm_80 | bf16 | 7 | 32 | yes | no |' in done.stdout
 
 
+@pytest.mark.slow
 def test_fp32_with_dropout_compiles(tmp_path):
     """float32 (IEEE dots outside the tensor cores) with attention dropout,
     K13, head_dim 64: compiles and fits; spills are reported, not forbidden."""
@@ -63,6 +65,7 @@ def test_fp32_with_dropout_compiles(tmp_path):
         assert triton_report.shared_fits(r) and r['registers'] <= 255, r
 
 
+@pytest.mark.slow
 def test_a_version_that_cannot_install_is_one_line(tmp_path):
     done = _run_tool('--triton-versions', '0.0.1', '--venv-root', str(tmp_path), '--arch',
                      '80', '--dtype', 'bf16', '--kernel-size', '3', '--head-dim', '16')

@@ -49,8 +49,9 @@ from torch import nn
 
 from nat_mm import NAT
 from nat_mm.ops import na_backend, register_backend
-from nat_mm.utils.profiling import (device_name, interleaved_medians,
-                                   peak_memory_in_fresh_process, synchronize, timer_name)
+from nat_mm.utils.profiling import (add_measurement_arguments, check_measurement_arguments,
+                                    device_name, interleaved_medians,
+                                    peak_memory_in_fresh_process, synchronize, timer_name)
 from nat_mm.utils.profiling import peak_memory as measure_peak
 
 MODELS = {'nat': 'NAT-Tiny', 'swin': 'Swin-T', 'floor': 'NAT-T floor'}
@@ -336,8 +337,7 @@ def benchmark(args, emit=print, fresh_process=True):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
-    parser.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16', 'float16'])
+    add_measurement_arguments(parser, repeats=3)
     parser.add_argument('--shapes', nargs='+', type=parse_shape,
                         default=[parse_shape(s) for s in DEFAULT_SHAPES],
                         help='HxW or HxW:B (batch, default 1); default: '
@@ -346,28 +346,19 @@ def parse_args(argv=None):
     parser.add_argument('--models', nargs='+', choices=list(MODELS), default=list(MODELS))
     parser.add_argument('--swin', choices=SWIN_SOURCES, default='auto',
                         help="Swin-T from mmseg or timm; auto: mmseg when it imports, else timm")
-    parser.add_argument('--repeats', type=int, default=3, help='timed repeats (median)')
     parser.add_argument('--drop-path', type=float, default=0.3,
                         help='drop-path rate of both backbones (their ADE20K configs use 0.3)')
     parser.add_argument('--profile', action='store_true',
                         help='also print the top ops of one training step per model '
                              '(first shape)')
     parser.add_argument('--profile-rows', type=int, default=15)
-    parser.add_argument('--memory-in-process', action='store_true',
-                        help='CPU: measure peak memory in this process instead of a fresh '
-                        'one per measurement (quicker, less exact)')
     parser.add_argument('--check-targets', action='store_true',
                         help="exit with status 1 unless the device's targets were measured "
                         'and met')
-    parser.add_argument('--memory-probe', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.repeats < 1:
-        parser.error('--repeats must be >= 1')
+    check_measurement_arguments(parser, args)
     if 'nat' not in args.models:
         parser.error('--models must include nat (every ratio is relative to it)')
-    if args.device == 'cuda' and not torch.cuda.is_available():
-        parser.error('--device cuda: CUDA is not available (torch '
-                     f'{torch.__version__}); run on a GPU machine or use --device cpu')
     if args.device == 'cpu' and args.dtype == 'float16':
         parser.error('--dtype float16 needs --device cuda (use bfloat16 on CPU)')
     return args

@@ -31,8 +31,9 @@ import torch
 
 from nat_mm.ops import available_backends, na2d, na2d_reference, na_backend
 from nat_mm.ops.backends import DEFAULT_ORDER
-from nat_mm.utils.profiling import (device_name, interleaved_medians,
-                                   peak_memory_in_fresh_process, timer_name)
+from nat_mm.utils.profiling import (add_measurement_arguments, check_measurement_arguments,
+                                    device_name, interleaved_medians,
+                                    peak_memory_in_fresh_process, timer_name)
 from nat_mm.utils.profiling import peak_memory as measure_peak
 
 IMPLEMENTATIONS = {'fast': na2d, 'reference': na2d_reference}
@@ -239,28 +240,18 @@ def benchmark(cases, device, dtype, repeats, emit=print, fresh_process=True, bac
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
-    parser.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16', 'float16'])
-    parser.add_argument('--repeats', type=int, default=5)
+    add_measurement_arguments(parser, repeats=5)
     parser.add_argument('--cases', nargs='*', default=list(CASES),
                         help='subset of: ' + ', '.join(repr(c) for c in CASES))
     parser.add_argument('--count-kernels', action='store_true',
                         help='count ATen ops and Triton launches per fwd+bwd and training step')
     parser.add_argument('--backend', help="the fast path's na2d backend (default: the "
                         "device's first; see nat_mm.ops.available_backends)")
-    parser.add_argument('--memory-in-process', action='store_true',
-                        help='CPU: measure peak memory in this process instead of a fresh '
-                        'one per measurement (quicker, less exact)')
-    parser.add_argument('--memory-probe', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.repeats < 1:
-        parser.error('--repeats must be >= 1')
+    check_measurement_arguments(parser, args)
     unknown = [case for case in args.cases if case not in CASES]
     if unknown:
         parser.error(f'unknown case(s) {unknown}; choose from {list(CASES)}')
-    if args.device == 'cuda' and not torch.cuda.is_available():
-        parser.error('--device cuda: CUDA is not available (torch '
-                     f'{torch.__version__}); run on a GPU machine or use --device cpu')
     if args.backend and args.backend not in available_backends(args.device):
         parser.error(f'--backend {args.backend}: not available on {args.device}; choose from '
                      f'{list(available_backends(args.device))}')

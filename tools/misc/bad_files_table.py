@@ -24,7 +24,7 @@ from mmengine.logging import MMLogger
 
 import nat_mm
 from nat_mm import NAT
-from nat_mm.datasets import generate_ade20k_like, generate_coco_like
+from nat_mm.datasets import dataloader_datasets, generate_ade20k_like, generate_coco_like
 from nat_mm.launch import check_dataset_files, resolve_resume_checkpoint
 
 #: The table lies between these lines of the document.
@@ -33,24 +33,6 @@ END = '<!-- bad-files-table: end -->'
 #: A small NAT for the pretrained-checkpoint cases (its own state dict is the good file).
 ARCH = dict(embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 2, 2, 4), mlp_ratio=1.)
 PACKAGE_DIR = Path(nat_mm.__file__).resolve().parent
-
-
-def _seg_config(root):
-    def dataset(split):
-        return dict(type='BaseSegDataset', data_root=str(root),
-                    data_prefix=dict(img_path=f'images/{split}',
-                                     seg_map_path=f'annotations/{split}'))
-    return Config(dict(train_dataloader=dict(dataset=dataset('training')),
-                       val_dataloader=dict(dataset=dataset('validation'))))
-
-
-def _det_config(root):
-    def dataset(split):
-        return dict(type='CocoDataset', data_root=str(root),
-                    ann_file=f'annotations/instances_{split}2017.json',
-                    data_prefix=dict(img=f'{split}2017/'))
-    return Config(dict(train_dataloader=dict(dataset=dataset('train')),
-                       val_dataloader=dict(dataset=dataset('val'))))
 
 
 def _cut(path, keep):
@@ -102,7 +84,8 @@ def _dataset_cases(ws):
         def run():
             root = ws.dataset(kind)
             damage(sorted(root.glob(pattern))[0])
-            check_dataset_files((_seg_config if kind == 'ade' else _det_config)(root), mode)
+            layout = 'ade20k' if kind == 'ade' else 'coco'
+            check_dataset_files(Config(dataloader_datasets(root, layout)), mode)
         return run
     return [
         ('dataset: a JPEG image cut short (interrupted download)', 'preflight',
