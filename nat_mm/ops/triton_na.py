@@ -142,7 +142,7 @@ if triton is not None:
     @triton.jit
     def _tile(pid, tiles_x, tiles, H, W, D, DIL, TY: tl.constexpr, TX: tl.constexpr,
               BLOCK_D: tl.constexpr):
-        """One program's tile of TY x TX queries (keys in the dK/dV kernel): its
+        """One program's tile of TY x TX queries: its
         group and group size (gy, gx, hg, wg), the first item's group coords
         (y0, x0), every item's group coords (iy, ix) and whether it exists
         (ok), the first item's map row and column (row0, col0), the channels d,
@@ -371,12 +371,25 @@ if triton is not None:
         b, h, bh = _program_map(heads)
         if b >= batch:
             return
-        gy, gx, hg, wg, y0, x0, ky, kx, k_ok, row0, col0, d, d_ok, kd_mask = _tile(
-            tl.program_id(0), tiles_x, tiles, H, W, D, DIL, TY, TX, BLOCK_D)
-        k = _load_tile(K, b, h, row0, col0, ky, kx, y0, x0, d, kd_mask, DIL,
-                       skb, skh, sky, skx, skd)
-        v = _load_tile(V, b, h, row0, col0, ky, kx, y0, x0, d, kd_mask, DIL,
-                       svb, svh, svy, svx, svd)
+        # written out rather than through _tile / _load_tile: with those, Triton 3.6 / 3.7
+        # allocate a few more registers here (4-byte spills at head_dim 128 on sm_86)
+        gy, gx, hg, wg, y0, x0 = _tile_origin(tl.program_id(0), tiles_x, tiles, H, W, DIL,
+                                              TY, TX)
+        m = tl.arange(0, TY * TX)
+        ky = y0 + m // TX
+        kx = x0 + m % TX
+        k_ok = (ky < hg) & (kx < wg)
+        row0 = gy + DIL * y0
+        col0 = gx + DIL * x0
+        d = tl.arange(0, BLOCK_D)
+        d_ok = d < D
+        kd_mask = k_ok[:, None] & d_ok[None, :]
+        k = tl.load(_base(K, b, h, row0, col0, skb, skh, sky, skx)
+                    + (DIL * (ky - y0))[:, None] * sky + (DIL * (kx - x0))[:, None] * skx
+                    + d[None, :] * skd, mask=kd_mask, other=0.0)
+        v = tl.load(_base(V, b, h, row0, col0, svb, svh, svy, svx)
+                    + (DIL * (ky - y0))[:, None] * svy + (DIL * (kx - x0))[:, None] * svx
+                    + d[None, :] * svd, mask=kd_mask, other=0.0)
         if UPCAST:
             k = k.to(tl.float32)
             v = v.to(tl.float32)
