@@ -114,3 +114,4 @@ def assert_transformers_features():
         for output, expected in zip(outputs, data['feature_maps']):
             torch.testing.assert_close(output, expected, rtol=1e-9, atol=0)
     return check
+
