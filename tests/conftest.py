@@ -5,6 +5,12 @@ Without CUDA, Triton kernels run through Triton's interpreter: the flag must
 be set before the kernels are defined (nat_mm.ops.triton_na decorates them at
 import), so it is set here, before any test module imports nat_mm.
 
+Test profiles (``NAT_MM_TEST_PROFILE``): the default is the pinned stack of
+``make setup``, where everything is installed and a missing package is an error. ``matrix``
+is a venv of the torch matrix (``dev/torch_matrix.py``: torch, mmengine and the test
+extras only): there a test that needs the OpenMMLab stack (:data:`MATRIX_ABSENT`) fails to
+import it, and is reported skipped, naming the module (tests/environment.py).
+
 Hypothesis profiles of the property tests (``tests/*/test_*_properties.py``),
 chosen with ``HYPOTHESIS_PROFILE`` (default ``ci``):
 
@@ -27,6 +33,8 @@ from hypothesis import HealthCheck, Phase, settings
 if not torch.cuda.is_available():
     os.environ.setdefault('TRITON_INTERPRET', '1')
 
+from environment import MATRIX_ABSENT, MATRIX_PROFILE  # noqa: E402  (imports nat_mm: after the flag)
+
 # Under pytest-xdist (make test runs one worker per core) each worker gets its share of the
 # cores: two workers each running torch's default of one thread per core would fight.
 if 'PYTEST_XDIST_WORKER_COUNT' in os.environ:
@@ -40,6 +48,37 @@ _COMMON = dict(deadline=None, print_blob=True,
 settings.register_profile('ci', max_examples=100, derandomize=True, database=None, **_COMMON)
 settings.register_profile('soak', max_examples=2200, **_COMMON)
 settings.load_profile(os.environ.get('HYPOTHESIS_PROFILE', 'ci'))
+
+def _absent_stack_module(excinfo):
+    """The OpenMMLab-stack module whose absence raised ``excinfo``, or None."""
+    if excinfo is None or not excinfo.errisinstance(ModuleNotFoundError):
+        return None
+    name = (excinfo.value.name or '').split('.')[0]
+    return name if name in MATRIX_ABSENT else None
+
+
+if MATRIX_PROFILE:
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_make_collect_report(collector):
+        outcome = yield
+        report = outcome.get_result()
+        longrepr = str(report.longrepr or '')
+        module = next((name for name in MATRIX_ABSENT
+                       if f"No module named '{name}" in longrepr), None)
+        if report.failed and module:
+            report.outcome = 'skipped'
+            report.longrepr = (str(collector.path), 0,
+                               f'Skipped: needs {module} (not in a torch-matrix venv)')
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(item, call):
+        outcome = yield
+        report = outcome.get_result()
+        module = _absent_stack_module(call.excinfo)
+        if report.failed and module:
+            report.outcome = 'skipped'
+            report.longrepr = (str(item.path), item.location[1] or 0,
+                               f'Skipped: needs {module} (not in a torch-matrix venv)')
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: Hub-layout checkpoints with Transformers + NATTEN's feature maps (from ../shared/golden/hf).

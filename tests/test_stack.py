@@ -1,18 +1,33 @@
-"""The installed OpenMMLab stack is the pinned one and mmcv's compiled ops run on CPU."""
+"""The installed OpenMMLab stack is the pinned one and mmcv's compiled ops run on CPU.
+
+The torch release is the one ``make setup`` installed: ``TORCH_VERSION`` when set (e.g. the
+torch 2.1 stack, ``TORCH_VERSION=2.1.2 VENV=.venv-torch2.1 make test``), else the default of
+scripts/torch_versions.txt; torchvision is its pair there."""
 import importlib
+import os
+from pathlib import Path
 
 import pytest
 import torch
+from environment import MATRIX_PROFILE
 
+RELEASES = [line.split() for line in (Path(__file__).resolve().parents[1] / 'scripts' /
+                                      'torch_versions.txt').read_text().splitlines()
+            if line.strip() and not line.startswith('#')]
+TORCH_RELEASE = next(release for release in RELEASES
+                     if release[0] == os.environ.get('TORCH_VERSION', RELEASES[0][0]))
 PINNED_VERSIONS = {
-    'torch': '2.13.0',
+    'torch': TORCH_RELEASE[0],
+    'torchvision': TORCH_RELEASE[1],
     'mmcv': '2.1.0',
     'mmengine': '0.10.7',
     'mmdet': '3.3.0',
     'mmseg': '1.2.2',
+    'mmpretrain': '1.2.0',
 }
 
 
+@pytest.mark.skipif(MATRIX_PROFILE, reason='a torch-matrix venv has another torch by design')
 @pytest.mark.parametrize('package, version', PINNED_VERSIONS.items())
 def test_pinned_versions(package, version):
     installed = importlib.import_module(package).__version__

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch_features import requires_torch_export
+from environment import requires_torch_export
 
 from nat_mm import NAT
 from nat_mm.deploy import (OnnxModel, build_deploy_model, export_onnx, max_differences,

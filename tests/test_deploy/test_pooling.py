@@ -3,7 +3,7 @@ dynamic export that stays exact at sizes other than the example's."""
 import pytest
 import torch
 import torch.nn.functional as F
-from torch_features import requires_torch_export
+from environment import requires_torch_export
 from torch import nn
 
 from nat_mm.deploy import OnnxModel, export_onnx, max_differences

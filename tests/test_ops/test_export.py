@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch_features import requires_torch_export
+from environment import requires_torch_export
 
 from nat_mm.ops import NeighborhoodAttention2D, na2d, na2d_reference, na_backend
 from nat_mm.ops.export import TILE

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch_features import requires_torch_export
+from environment import requires_torch_export
 from mmengine.config import Config
 from PIL import Image
 
