@@ -109,12 +109,15 @@ def junit_counts(path):
     return counts['passed'], counts['skipped'], counts['failed'], reasons
 
 
-def test_release(version, extra, venv_root, workers, pytest_args):
-    """Sets up the release's venv, runs the suite; returns its table row."""
+def test_release(version, extra, venv_root, workers, pytest_args, setup_only=False):
+    """Sets up the release's venv, runs the suite; returns its table row and failure count
+    (None, 0 with ``setup_only``)."""
     venv = venv_root / f'torch-{version}'
     venv_root.mkdir(parents=True, exist_ok=True)
     log = venv_root / f'torch-{version}.log'
     python = make_venv(version, extra, venv, log)
+    if setup_only:
+        return None, 0
     junit = venv_root / f'torch-{version}.junit.xml'
     command = [python, '-m', 'pytest', 'tests', '-q', '-p', 'no:cacheprovider',
                f'--junitxml={junit}', *(['-n', str(workers), '--dist', 'loadfile']
@@ -148,6 +151,8 @@ def main(argv=None):
     parser.add_argument('--workers', type=int, default=min(os.cpu_count() or 1, 4),
                         help='pytest-xdist workers (0: one process)')
     parser.add_argument('--table', type=Path, help='also write the Markdown table here')
+    parser.add_argument('--setup-only', action='store_true',
+                        help='make the venvs, run no test (e.g. while the machine is busy)')
     parser.add_argument('pytest_args', nargs=argparse.REMAINDER,
                         help='after --: passed to pytest')
     args = parser.parse_args(argv)
@@ -161,9 +166,11 @@ def main(argv=None):
     rows, failures = [], 0
     for version in versions:
         row, failed = test_release(version, known[version], args.venv_root, args.workers,
-                                   pytest_args)
+                                   pytest_args, args.setup_only)
         rows.append(row)
         failures += failed
+    if args.setup_only:
+        return 0
     table = '\n'.join([TABLE_HEADER, *rows])
     print(table)
     if args.table:
