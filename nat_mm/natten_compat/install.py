@@ -1,4 +1,4 @@
-"""``install()``: ``import natten`` served by :mod:`nat_mm.natten_compat` where no NATTEN is installed.
+"""``install()``: ``import natten`` served by :mod:`nat_mm.natten_compat` (no NATTEN installed).
 
 How clients look for NATTEN, and what answers them:
 

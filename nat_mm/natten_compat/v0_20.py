@@ -1,4 +1,4 @@
-"""NATTEN 0.20+'s Python API (``natten.na2d``, ``natten.NeighborhoodAttention2D``), computed by nat_mm.
+"""NATTEN 0.20+'s Python API (``na2d``, ``NeighborhoodAttention2D``), computed by nat_mm.
 
 NATTEN 0.20 kept only the fused operator, in the heads-last layout
 (B, H, W, heads, D), without relative position bias, and added ``stride``.

@@ -71,8 +71,8 @@ def test_attention_weights_are_in_natten_neighbour_order(kernel, dilation, heigh
             rows, row_bias = window_1d(y, height, kernel, dilation)
             cols, col_bias = window_1d(x, width, kernel, dilation)
             expected = torch.stack([
-                (q[0, :, y, x] * k[0, :, rows[i], cols[j]]).sum(-1) + rpb[:, row_bias[i],
-                                                                         col_bias[j]]
+                (q[0, :, y, x] * k[0, :, rows[i], cols[j]]).sum(-1)
+                + rpb[:, row_bias[i], col_bias[j]]
                 for i in range(kernel) for j in range(kernel)], dim=-1)
             torch.testing.assert_close(logits[0, :, y, x], expected, rtol=1e-12, atol=1e-12)
 
