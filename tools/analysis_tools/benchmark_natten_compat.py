@@ -94,10 +94,12 @@ class _NattenSplitNames:
 def runnable(fn, inputs, kernel, dilation, backward):
     """A zero-argument call of one forward (no grad) or forward + backward, or the
     error message when ``fn`` cannot run that mode."""
+    detached = [t.detach() for t in inputs]     # inference: no input requires grad
+
     def call():
         if not backward:
             with torch.no_grad():
-                return fn(*inputs, kernel, dilation)
+                return fn(*detached, kernel, dilation)
         fn(*inputs, kernel, dilation).sum().backward()
         for t in inputs:
             t.grad = None
