@@ -1,5 +1,6 @@
 """NATTEN 0.14-0.17's API on nat_mm against NATTEN 0.17.5's own numbers (float64, gradients
-too), the neighbour order of its attention weights, its module, and what it refuses."""
+too), the neighbour order of its attention weights, and its module (bad input:
+test_arguments.py)."""
 from pathlib import Path
 
 import pytest
@@ -96,71 +97,3 @@ def test_module_without_rel_pos_bias_has_no_rpb():
     """rel_pos_bias defaults to False in NATTEN 0.17 (True in 0.14's ``bias``)."""
     attn = v0_17.NeighborhoodAttention2D(16, 2, 7)
     assert sorted(attn.state_dict()) == ['proj.bias', 'proj.weight', 'qkv.bias', 'qkv.weight']
-
-
-def _qkv(heads_last=False):
-    shape = (1, 8, 8, 2, 4) if heads_last else (1, 2, 8, 8, 4)
-    return tuple(torch.randn(shape) for _ in range(3))
-
-
-REFUSED = {
-    'causal na2d_qk': (lambda: v0_17.na2d_qk(*_qkv()[:2], 3, 1, is_causal=True),
-                       r'na2d_qk: is_causal=True: causal .*NATTEN 0\.17\+.*is_causal=False'),
-    'causal per axis na2d': (
-        lambda: v0_17.na2d(*_qkv(True), 3, 1, is_causal=(False, True)),
-        r'na2d: is_causal=\(False, True\).*NATTEN 0\.17\+'),
-    'per-axis kernel': (lambda: v0_17.na2d_av(torch.randn(1, 2, 8, 8, 15), _qkv()[2], (3, 5)),
-                        r'na2d_av: kernel_size=\(3, 5\): a different value per axis .*0\.17\+'
-                        r'.*kernel_size=3 or 5'),
-    'per-axis dilation': (lambda: v0_17.na2d(*_qkv(True), 3, (1, 2)),
-                          r'na2d: dilation=\(1, 2\).*0\.17\+'),
-    'additional keys': (lambda: v0_17.na2d_qk(*_qkv()[:2], 3, 1, torch.randn(1, 2, 5, 4)),
-                        r'na2d_qk: additional_keys=.*NATTEN 0\.15\.1\+.*additional_keys=None'),
-    'additional values': (
-        lambda: v0_17.na2d(*_qkv(True), 3, additional_values=torch.randn(1, 5, 2, 4)),
-        r'na2d: additional_values=.*NATTEN 0\.17\+'),
-    'causal module': (lambda: v0_17.NeighborhoodAttention2D(8, 2, 3, is_causal=True),
-                      r'NeighborhoodAttention2D: is_causal=True'),
-    '1-D legacy': (lambda: v0_17.natten1dqkrpb(None, None, None, 3, 1),
-                   r'natten\.functional\.natten1dqkrpb \(NATTEN 0\.14\+\): 1-D .*2-D'),
-    '1-D': (lambda: v0_17.na1d_qk(None, None, 3), r'natten\.functional\.na1d_qk .*1-D'),
-    '3-D': (lambda: v0_17.na3d(None, None, None, 3), r'natten\.functional\.na3d \(NATTEN 0\.17'
-                                                     r'\+\): 3-D'),
-    '3-D module': (lambda: v0_17.NeighborhoodAttention3D(8, 2, 3),
-                   r'natten\.NeighborhoodAttention3D \(NATTEN 0\.15\+\): 3-D'),
-}
-
-
-@pytest.mark.parametrize('what', REFUSED)
-def test_features_nat_mm_lacks_raise_not_implemented(what):
-    call, message = REFUSED[what]
-    with pytest.raises(NotImplementedError, match=message):
-        call()
-
-
-BAD_SHAPES = {
-    'query not 5-D': (lambda: v0_17.natten2dqkrpb(torch.randn(2, 8, 8, 4), torch.randn(2, 8, 8, 4),
-                                                  None, 3, 1), r'query must have 5 dims'),
-    'key shape': (lambda: v0_17.na2d_qk(torch.randn(1, 2, 8, 8, 4), torch.randn(1, 2, 8, 9, 4), 3),
-                  r'shapes disagree'),
-    'rpb shape': (lambda: v0_17.na2d_qk(*_qkv()[:2], 3, rpb=torch.randn(2, 7, 7)),
-                  r'rpb must have shape \(heads, 2K-1, 2K-1\) = \(2, 5, 5\)'),
-    'map smaller than window': (lambda: v0_17.na2d_qk(*_qkv()[:2], 3, 3),
-                                r'smaller than kernel_size \* dilation'),
-    'attn last dim': (lambda: v0_17.natten2dav(torch.randn(1, 2, 8, 8, 10), _qkv()[2], 3, 1),
-                      r'attn must have shape \(B, heads, H, W, K\*K\) = \(1, 2, 8, 8, 9\)'),
-    'attn dtype': (lambda: v0_17.na2d_av(torch.randn(1, 2, 8, 8, 9, dtype=torch.float64),
-                                         _qkv()[2], 3), r'same dtype and device'),
-    'even kernel': (lambda: v0_17.na2d_qk(*_qkv()[:2], 4), r'kernel_size must be an odd int'),
-    'fused heads-first 4-D': (lambda: v0_17.na2d(torch.randn(8, 8, 2, 4), *_qkv(True)[1:], 3),
-                              r'query must be \(B, H, W, heads, head_dim\)'),
-    'kernel triple': (lambda: v0_17.na2d_qk(*_qkv()[:2], (3, 3, 3)),
-                      r'kernel_size must be an int or one value per axis'),
-}
-
-
-@pytest.mark.parametrize('what', BAD_SHAPES)
-def test_wrong_shapes_raise_na2d_errors(what):
-    call, message = BAD_SHAPES[what]
-    with pytest.raises(ValueError, match=message):
-        call()

@@ -1,5 +1,5 @@
-"""NATTEN 0.20+'s API on nat_mm against nat_mm's gather reference (no rpb in 0.20), its module,
-and what it refuses."""
+"""NATTEN 0.20+'s API on nat_mm against nat_mm's gather reference (no rpb in 0.20) and its
+module (bad input: test_arguments.py)."""
 import pytest
 import torch
 
@@ -62,50 +62,3 @@ def test_module_has_natten_0_20_names_and_computes_na():
         q, k, v = attn.qkv(x).view(2, 10, 11, 3, 3, 4).permute(3, 0, 4, 1, 2, 5)
         expected = attn.proj(na2d_reference(q, k, v, 5, 2).permute(0, 2, 3, 1, 4).flatten(3))
     torch.testing.assert_close(y, expected, rtol=1e-9, atol=1e-12)
-
-
-def _qkv():
-    return _inputs(1, 2, 8, 8, 4)
-
-
-REFUSED = {
-    'stride': (lambda: v0_20.na2d(*_qkv(), 3, 2),
-               r'na2d: stride=2: strided neighbourhood attention \(NATTEN 0\.20\+\).*stride=1'),
-    'stride per axis': (lambda: v0_20.na2d(*_qkv(), 3, stride=(1, 2)),
-                        r'na2d: stride=\(1, 2\): a different value per axis'),
-    'causal': (lambda: v0_20.na2d(*_qkv(), 3, is_causal=(True, True)),
-               r'na2d: is_causal=\(True, True\): causal'),
-    'per-axis kernel': (lambda: v0_20.na2d(*_qkv(), (3, 5)), r'kernel_size=\(3, 5\)'),
-    'additional keys': (lambda: v0_20.na2d(*_qkv(), 3, additional_keys=torch.randn(1, 4, 2, 4),
-                                           additional_values=torch.randn(1, 4, 2, 4)),
-                        r'na2d: additional_keys=.*NATTEN 0\.20\+'),
-    'return_lse': (lambda: v0_20.na2d(*_qkv(), 3, return_lse=True),
-                   r'na2d: return_lse=True: returning the logsumexp \(NATTEN 0\.20\+\)'),
-    'strided module': (lambda: v0_20.NeighborhoodAttention2D(8, 2, 3, stride=3),
-                       r'NeighborhoodAttention2D: stride=3'),
-    'causal module': (lambda: v0_20.NeighborhoodAttention2D(8, 2, 3, is_causal=True),
-                      r'NeighborhoodAttention2D: is_causal=True'),
-    '1-D': (lambda: v0_20.na1d(None, None, None, 3), r'natten\.na1d \(NATTEN 0\.20\+\): 1-D'),
-    '3-D module': (lambda: v0_20.NeighborhoodAttention3D(8, 2, 3),
-                   r'natten\.NeighborhoodAttention3D .*3-D'),
-}
-
-
-@pytest.mark.parametrize('what', REFUSED)
-def test_features_nat_mm_lacks_raise_not_implemented(what):
-    call, message = REFUSED[what]
-    with pytest.raises(NotImplementedError, match=message):
-        call()
-
-
-def test_unknown_keyword_is_a_type_error():
-    with pytest.raises(TypeError, match=r"unexpected keyword arguments \['tile_shape'\]"):
-        v0_20.na2d(*_qkv(), 3, tile_shape=(8, 8))
-
-
-def test_wrong_shapes_raise_na2d_errors():
-    q, k, v = _qkv()
-    with pytest.raises(ValueError, match=r'shapes disagree'):
-        v0_20.na2d(q, k[:, :7], v, 3)
-    with pytest.raises(ValueError, match=r'smaller than kernel_size \* dilation'):
-        v0_20.na2d(q, k, v, 5, dilation=2)

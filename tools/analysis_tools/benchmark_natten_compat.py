@@ -24,8 +24,9 @@ import argparse
 import torch
 
 from nat_mm.natten_compat import v0_17
-from nat_mm.utils.profiling import (add_measurement_arguments, check_measurement_arguments,
-                                    device_name, interleaved_medians, timer_name)
+from nat_mm.utils.profiling import (add_measurement_arguments, attention_inputs,
+                                    check_measurement_arguments, device_name,
+                                    interleaved_medians, timer_name)
 
 MODES = ('fwd', 'fwd+bwd')
 
@@ -35,16 +36,6 @@ CASES = {
     'B2 h2 128x128 K7 d4': (2, 2, 128, 128, 32, 7, 4),
     'B2 h8 32x32 K7': (2, 8, 32, 32, 32, 7, 1),
 }
-
-
-def make_inputs(case, device, dtype, seed=0):
-    """q, k, v (B, heads, H, W, D) and rpb (heads, 2K-1, 2K-1), requiring grad."""
-    batch, heads, height, width, head_dim, kernel, _ = CASES[case]
-    gen = torch.Generator().manual_seed(seed)
-    q, k, v = (torch.randn(batch, heads, height, width, head_dim, generator=gen)
-               .to(device, dtype).requires_grad_() for _ in range(3))
-    rpb = torch.randn(heads, 2 * kernel - 1, 2 * kernel - 1, generator=gen) * 0.02
-    return q, k, v, rpb.to(device, dtype).requires_grad_()
 
 
 def split_form(functional):
@@ -112,7 +103,7 @@ def runnable(fn, inputs, kernel, dilation, backward):
 
 def measure_case(case, device, dtype, repeats, impls):
     """{(impl, mode): seconds or the reason it cannot run}."""
-    inputs = make_inputs(case, device, dtype)
+    inputs = attention_inputs(*CASES[case][:6], device, dtype)
     kernel, dilation = CASES[case][5:]
     calls = {(name, mode): runnable(fn, inputs, kernel, dilation, mode == 'fwd+bwd')
              for name, fn in impls.items() for mode in MODES}
@@ -150,15 +141,12 @@ def benchmark(cases, device, dtype, repeats, with_natten=False, emit=print):
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     add_measurement_arguments(parser, repeats=5)
-    parser.add_argument('--cases', nargs='*', default=list(CASES),
-                        help='subset of: ' + ', '.join(repr(c) for c in CASES))
+    parser.add_argument('--cases', nargs='*', default=list(CASES), choices=list(CASES),
+                        metavar='CASE', help='subset of: ' + ', '.join(repr(c) for c in CASES))
     parser.add_argument('--natten', action='store_true',
                         help='also time the NATTEN installed here (import natten)')
     args = parser.parse_args(argv)
     check_measurement_arguments(parser, args)
-    unknown = [case for case in args.cases if case not in CASES]
-    if unknown:
-        parser.error(f'unknown case(s) {unknown}; choose from {list(CASES)}')
     return args
 
 
