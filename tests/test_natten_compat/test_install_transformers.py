@@ -2,6 +2,7 @@
 install() called after Transformers was imported (``import nat_mm`` imports it), reproduce
 Transformers + NATTEN 0.17.5's feature maps (tests/data/hf) and train with nat_mm's gradients."""
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -84,3 +85,35 @@ def test_transformers_training_step_has_nat_mm_gradients(backbone_classes, folde
     assert sorted(hf_grads) == sorted(our_grads)
     for name, grad in our_grads.items():
         torch.testing.assert_close(hf_grads[name], grad, rtol=1e-9, atol=1e-12, msg=name)
+
+
+def test_install_after_transformers_dinat_module_was_imported():
+    """In a fresh process: DiNAT's module imported while NATTEN was missing (it bound stand-ins
+    that raise), then install(): the stand-ins are replaced, the golden maps come out, and
+    uninstall() puts the stand-ins back."""
+    script = f'''
+import torch
+import nat_mm
+from transformers.models.dinat import modeling_dinat
+from transformers.utils import import_utils
+stand_in = modeling_dinat.natten2dqkrpb
+assert not import_utils.is_natten_available()
+from nat_mm import natten_compat
+assert natten_compat.install()
+assert modeling_dinat.natten2dqkrpb is natten_compat.natten2dqkrpb
+folder = {str(HF_DATA / 'dinat_k7')!r}
+data = torch.load(folder + '/golden.pt', weights_only=True)
+model = modeling_dinat.DinatBackbone.from_pretrained(folder, out_features={STAGES!r})
+model.load_state_dict(data['backbone_norms'], strict=False)
+with torch.no_grad():
+    maps = model.double().eval()(data['input']).feature_maps
+for got, expected in zip(maps, data['feature_maps']):
+    torch.testing.assert_close(got, expected, rtol=1e-9, atol=0)
+natten_compat.uninstall()
+assert modeling_dinat.natten2dqkrpb is stand_in and not import_utils.is_natten_available()
+print('ok')
+'''
+    result = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True,
+                            cwd=Path(__file__).resolve().parents[2], timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().endswith('ok')
