@@ -153,16 +153,16 @@ def main(argv=None):
     parser.add_argument('--table', type=Path, help='also write the Markdown table here')
     parser.add_argument('--setup-only', action='store_true',
                         help='make the venvs, run no test (e.g. while the machine is busy)')
-    parser.add_argument('pytest_args', nargs=argparse.REMAINDER,
-                        help='after --: passed to pytest')
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    pytest_args = argv[argv.index('--') + 1:] if '--' in argv else []
+    parser.epilog = 'Arguments after -- go to pytest.'
+    args = parser.parse_args(argv[:argv.index('--')] if '--' in argv else argv)
     known = releases()
     versions = args.versions or list(known)
     unknown = [version for version in versions if version not in known]
     if unknown:
         parser.error(f'unknown torch release(s) {unknown}: choose from {list(known)} '
                      '(scripts/torch_versions.txt)')
-    pytest_args = [arg for arg in args.pytest_args if arg != '--']
     rows, failures = [], 0
     for version in versions:
         row, failed = test_release(version, known[version], args.venv_root, args.workers,
