@@ -128,7 +128,7 @@ def test_published_recipe(name):
     assert paramwise.norm_decay_mult == paramwise.bias_decay_mult == 0.0
     assert paramwise.flat_decay_mult == 0.0  # layer scales
     assert cfg.runner_type == 'ClassifierRunner'
-    assert cfg.test_evaluator == dict(type='Accuracy', topk=(1, 5))
+    assert (cfg.test_evaluator.type, cfg.test_evaluator.topk) == ('Accuracy', (1, 5))
     test_pipeline = [step.type for step in cfg.test_dataloader.dataset.pipeline]
     if published['resolution'] == 224:  # resize 256 (short edge), centre crop 224
         assert test_pipeline == ['LoadImageFromFile', 'ResizeEdge', 'CenterCrop', 'PackInputs']

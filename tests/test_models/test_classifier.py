@@ -224,7 +224,7 @@ def test_other_modules_keep_mmengines_pretrained(tmp_path):
     probe.init_weights()
     torch.testing.assert_close(probe.fc.weight, weights['fc.weight'])
     torch.testing.assert_close(probe.fc.bias, weights['fc.bias'])
-    with pytest.raises(ValueError, match='head=False applies to a classifier with a NAT'):
+    with pytest.raises(ValueError, match=r'head=False\) applies to a classifier with a NAT'):
         Probe(init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'probe.pth'),
                             head=False)).init_weights()
 
