@@ -66,6 +66,7 @@ def enable_visualization(cfg, show_dir):
     if cfg.default_scope == 'mmpretrain':  # its VisualizationHook: enable, out_dir
         hook.enable = True
         hook.out_dir = show_dir
+        hook.interval = 1  # every image (its default draws one in 5000)
         return
     hook.draw = True
     if cfg.default_scope == 'mmdet':

@@ -187,3 +187,22 @@ def test_undecodable_image_is_named_before_training(tiny_imagenet, tmp_path, loa
     assert f'{damaged}  (train_dataloader.dataset.data_prefix.img_path): JPEG image cut short' \
         in message
     assert not (tmp_path / 'work').exists() or not any((tmp_path / 'work').rglob('*.pth'))
+
+
+def test_test_tool_keeps_and_draws_the_predictions(trained, tiny_imagenet, load_tool, tmp_path):
+    """--out: MMEngine's DumpResults pickle, one prediction per image; --show-dir: MMPretrain's
+    VisualizationHook draws each image."""
+    import pickle
+    config, work_dir, _ = trained
+    out = tmp_path / 'predictions.pkl'
+    load_tool('test').main([str(config), str(work_dir / 'epoch_2.pth'), '--work-dir',
+                            str(tmp_path / 'test'), '--out', str(out), '--show-dir',
+                            str(tmp_path / 'shown')])
+    with open(out, 'rb') as file:
+        predictions = pickle.load(file)
+    images = val_images(tiny_imagenet)
+    assert sorted(p['img_path'] for p in predictions) == sorted(path for path, _ in images)
+    assert all(p['pred_score'].shape == (len(CLASSES), ) for p in predictions)
+    assert len(list((tmp_path / 'shown').rglob('*.png'))) == len(images)
+    with pytest.raises(ValueError, match='--out must be a .pkl or .pickle file'):
+        load_tool('test').main([str(config), str(work_dir / 'epoch_2.pth'), '--out', 'x.json'])
