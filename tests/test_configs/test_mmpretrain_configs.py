@@ -3,6 +3,7 @@ base configs, follows the published recipe, and builds the published classifier 
 published size (on the meta device)."""
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
@@ -157,3 +158,39 @@ def test_published_recipe(name):
                                           head=False)
     assert cfg.model.head.loss == dict(type='LabelSmoothLoss', label_smooth_val=0.1,
                                        mode='original')
+
+
+def test_full_width_classifier_trains_and_predicts_through_its_pipelines(tmp_path):
+    """NAT-Mini at full width through the config's own pipelines (RandAugment, random erasing,
+    the data preprocessor's Mixup / CutMix; resize 256 + centre crop 224) on two generated
+    images: a finite loss with gradients for every parameter, 1000 normalised scores."""
+    from mmengine.dataset import Compose, pseudo_collate
+    from PIL import Image
+    cfg = load('nat/nat-mini_8xb128_in1k')
+    rng = np.random.default_rng(0)
+    paths = []
+    for index in range(2):
+        paths.append(str(tmp_path / f'{index}.JPEG'))
+        Image.fromarray(rng.integers(0, 256, (300, 260, 3), dtype=np.uint8)).save(paths[-1])
+    cfg.model.data_preprocessor = cfg.data_preprocessor
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+
+    train = Compose(cfg.train_dataloader.dataset.pipeline)
+    batch = pseudo_collate([train(dict(img_path=path, gt_label=label))
+                            for label, path in enumerate(paths)])
+    data = model.data_preprocessor(batch, training=True)
+    assert data['inputs'].shape == (2, 3, 224, 224)
+    losses = model.loss(data['inputs'], data['data_samples'])
+    losses['loss'].backward()
+    assert torch.isfinite(losses['loss'])
+    assert all(p.grad is not None for p in model.parameters())
+
+    test = Compose(cfg.test_dataloader.dataset.pipeline)
+    batch = pseudo_collate([test(dict(img_path=path)) for path in paths])
+    data = model.data_preprocessor(batch, training=False)
+    with torch.no_grad():
+        predictions = model.predict(data['inputs'], data['data_samples'])
+    scores = torch.stack([p.pred_score for p in predictions])
+    assert scores.shape == (2, 1000)
+    torch.testing.assert_close(scores.sum(1), torch.ones(2))
