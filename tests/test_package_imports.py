@@ -15,7 +15,7 @@ from nat_mm.ops import backends
 
 PACKAGE_DIR = Path(nat_mm.__file__).resolve().parent
 #: What ``import nat_mm`` and the import of any of its modules must leave out.
-DOWNSTREAM = ('mmcv', 'mmdet', 'mmseg', 'cv2')
+DOWNSTREAM = ('mmcv', 'mmdet', 'mmseg', 'mmpretrain', 'cv2')
 
 
 def module_name(path, root, package):
@@ -159,7 +159,8 @@ def test_cycle_finder_sees_imports_inside_functions(tmp_path):
                                     'nat_mm.deploy', 'nat_mm.utils.profiling'])
 def test_import_leaves_mmcv_mmdet_mmseg_and_opencv_out(module):
     """In a fresh interpreter: the operator, the backbone, the launch helpers, the deploy
-    package and the profiler import nothing of the detection/segmentation stack."""
+    package and the profiler import nothing of the detection / segmentation / classification
+    stack."""
     code = textwrap.dedent(f'''
         import sys
         import {module}

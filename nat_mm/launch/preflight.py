@@ -56,13 +56,24 @@ def _join(root, path):
     return path if not root or osp.isabs(path) else osp.join(root, path)
 
 
+def _data_prefixes(dataset_cfg):
+    """{name: folder} a dataset config reads its images from, relative to its data_root.
+
+    mmdet / mmseg give a dict (``img``, ``seg_map``, ...); MMPretrain's datasets also take
+    one folder as a string, and its ImageNet-style datasets read the folder named by
+    ``split`` ('train', 'val') when ``data_prefix`` is empty.
+    """
+    prefix = dataset_cfg.get('data_prefix') or dataset_cfg.get('split') or {}
+    return {'img_path': prefix} if isinstance(prefix, str) else dict(prefix)
+
+
 def _expected_paths(dataset_cfg):
     """[(path, what it is)] that a dataset config reads."""
     data_root = dataset_cfg.get('data_root') or ''
     expected = [(data_root, 'data_root')] if data_root else []
     if dataset_cfg.get('ann_file'):
         expected.append((_join(data_root, dataset_cfg['ann_file']), 'ann_file'))
-    for name, prefix in (dataset_cfg.get('data_prefix') or {}).items():
+    for name, prefix in _data_prefixes(dataset_cfg).items():
         if prefix:
             expected.append((_join(data_root, prefix), f'data_prefix.{name}'))
     return expected
@@ -116,13 +127,15 @@ def check_dataset_paths(cfg, mode='train'):
                 root_keys.append(f'{key}=PATH')
     if not missing:
         return
-    task = DEMO_TASK_BY_SCOPE.get(cfg.get('default_scope'), 'seg|det')
+    scope = cfg.get('default_scope')
+    # the built-in demos train a segmentor or a detector; there is none for classification
+    demo = ('' if scope == 'mmpretrain' else '\nor run the built-in demo on generated data: '
+            f'python tools/demo.py --task {DEMO_TASK_BY_SCOPE.get(scope, "seg|det")}')
     raise FileNotFoundError(
         'Dataset not found where the config expects it. Missing:\n  ' + '\n  '.join(missing) +
         '\nExpected layout:\n  ' + '\n  '.join(layouts) +
         '\nPut the dataset there (a symbolic link works), or point the config at it with\n'
-        f'  --cfg-options {" ".join(dict.fromkeys(root_keys))}\n'
-        f'or run the built-in demo on generated data: python tools/demo.py --task {task}')
+        f'  --cfg-options {" ".join(dict.fromkeys(root_keys))}' + demo)
 
 
 #: What the dataset check reads of an image or label map, by suffix: (format, first bytes,

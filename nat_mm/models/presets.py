@@ -122,18 +122,21 @@ CHECKPOINT_SOURCE = ('the official Neighborhood Attention Transformer project '
 CHECKPOINT_DIR = 'checkpoints'
 _NAT_URL = 'https://shi-labs.com/projects/nat/checkpoints/CLS/'
 _DINAT_URL = 'https://shi-labs.com/projects/dinat/checkpoints/'
+#: Where the MMPretrain classification configs are, under configs/.
+_CLASSIFIER_DIR = 'mmpretrain/'
 _M2F_CONFIGS = ('mask2former_dinat_large_coco_panoptic.py',
                 'mask2former_dinat_large_coco_instance.py', 'mask2former_dinat_large_ade20k.py')
 
 
 def _checkpoint(model, arch, url, kernel_size=7, dilations=None, layer_scale=None,
                 resolution=224, dataset='ImageNet-1k', hub_repo=None, hub_size=None, configs=(),
-                note=''):
+                classifier_config=None, note=''):
     return dict(file=url.rsplit('/', 1)[-1], model=model, arch=arch, kernel_size=kernel_size,
                 dilations=dilations, layer_scale=layer_scale, resolution=resolution,
                 dataset=dataset, url=url,
                 hub_repo=hub_repo, hub_file='pytorch_model.bin' if hub_repo else None,
-                hub_size=hub_size, configs=tuple(configs), note=note)
+                hub_size=hub_size, configs=tuple(configs), classifier_config=classifier_config,
+                note=note)
 
 
 def _task_configs(family, arch):
@@ -159,17 +162,21 @@ _SIZES = (('mini', 'Mini', '80 MB'), ('tiny', 'Tiny', '112 MB'), ('small', 'Smal
 #: - ``url``: the official download address (the site publishes no sizes or hashes);
 #: - ``hub_repo``, ``hub_file``, ``hub_size``: the Hugging Face Hub copy (Transformers'
 #:   layout) and its size as the Hub lists it, or None where there is none;
-#: - ``configs``: the configs in configs/ that load it; ``note``: what else to know.
+#: - ``configs``: the configs in configs/ that load it; ``classifier_config``: the MMPretrain
+#:   config (under configs/) that builds and evaluates the whole classifier, or None for the
+#:   ImageNet-22k weights (pretraining for the fine-tuning configs); ``note``: what else to know.
 PUBLISHED_CHECKPOINTS = {
     **{f'nat_{arch}': _checkpoint(
         f'NAT-{title}', arch, f'{_NAT_URL}nat_{arch}.pth', hub_repo=f'shi-labs/nat-{arch}-in1k-224',
-        hub_size=size, configs=_task_configs('nat', arch))
+        hub_size=size, configs=_task_configs('nat', arch),
+        classifier_config=f'{_CLASSIFIER_DIR}nat/nat-{arch}_8xb128_in1k.py')
        for arch, title, size in _SIZES},
     **{f'dinat_{arch}_in1k_224': _checkpoint(
         f'DiNAT-{title}', arch, f'{_DINAT_URL}imagenet1k/dinat_{arch}_in1k_224.pth',
         dilations='224', layer_scale=False if arch == 'small' else None,
         hub_repo=f'shi-labs/dinat-{arch}-in1k-224', hub_size=size,
-        configs=_task_configs('dinat', arch))
+        configs=_task_configs('dinat', arch),
+        classifier_config=f'{_CLASSIFIER_DIR}dinat/dinat-{arch}_8xb128_in1k.py')
        for arch, title, size in _SIZES},
     'dinat_large_in22k_224': _checkpoint(
         'DiNAT-L', 'large', f'{_DINAT_URL}imagenet22k/dinat_large_in22k_224.pth',
@@ -188,15 +195,18 @@ PUBLISHED_CHECKPOINTS = {
     'dinat_large_in22k_in1k_224': _checkpoint(
         'DiNAT-L', 'large', f'{_DINAT_URL}imagenet1k/dinat_large_in22k_in1k_224.pth',
         dilations='224', dataset='ImageNet-22k, then ImageNet-1k',
-        hub_repo='shi-labs/dinat-large-in22k-in1k-224', hub_size='804 MB'),
+        hub_repo='shi-labs/dinat-large-in22k-in1k-224', hub_size='804 MB',
+        classifier_config=f'{_CLASSIFIER_DIR}dinat/dinat-large_in22k-pre_8xb64_in1k.py'),
     'dinat_large_in22k_in1k_384': _checkpoint(
         'DiNAT-L', 'large', f'{_DINAT_URL}imagenet1k/dinat_large_in22k_in1k_384.pth',
         dilations='384', resolution=384, dataset='ImageNet-22k, then ImageNet-1k',
-        hub_repo='shi-labs/dinat-large-in22k-in1k-384', hub_size='804 MB'),
+        hub_repo='shi-labs/dinat-large-in22k-in1k-384', hub_size='804 MB',
+        classifier_config=f'{_CLASSIFIER_DIR}dinat/dinat-large_in22k-pre_8xb64_in1k-384px.py'),
     'dinat_large_in22k_in1k_384_11x11': _checkpoint(
         'DiNAT-L', 'large', f'{_DINAT_URL}imagenet1k/dinat_large_in22k_in1k_384_11x11.pth',
         kernel_size=11, dilations='224', resolution=384, dataset='ImageNet-22k, then ImageNet-1k',
         hub_repo='shi-labs/dinat-large-11x11-in22k-in1k-384', hub_size='805 MB',
+        classifier_config=f'{_CLASSIFIER_DIR}dinat/dinat-large-k11_in22k-pre_8xb64_in1k-384px.py',
         note='kernel 11: loads into the Mask2Former backbone without a resize '
              '(--cfg-options model.backbone.init_cfg.checkpoint=FILE_OR_HUB_FOLDER); fine-tuned '
              'on ImageNet-1k at 384, unlike the ImageNet-22k file the official Mask2Former '

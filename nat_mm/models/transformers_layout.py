@@ -34,8 +34,11 @@ from .checkpoint_files import CheckpointError
 #: Prefix of the body inside a Transformers classifier (NatForImageClassification,
 #: DinatForImageClassification); a bare NatModel / backbone has none.
 MODEL_PREFIXES = ('nat.', 'dinat.')
+#: The classifier's final norm and linear head (after the model prefix).
+CLASSIFIER_NORM_PREFIX = 'layernorm.'
+CLASSIFIER_HEAD_PREFIX = 'classifier.'
 #: Keys of the classifier that are not the backbone's.
-CLASSIFIER_ONLY_PREFIXES = ('layernorm.', 'classifier.')
+CLASSIFIER_ONLY_PREFIXES = (CLASSIFIER_NORM_PREFIX, CLASSIFIER_HEAD_PREFIX)
 #: Key starts that only Transformers' layout has.
 LAYOUT_MARKERS = ('embeddings.patch_embeddings.', 'encoder.levels.')
 
@@ -57,7 +60,8 @@ _QKV_ORDER = ('query', 'key', 'value')
 _NAT_MODULES = {nat: hub for hub, nat in _LAYER_MODULES.items()}
 
 
-def _strip_model_prefix(key):
+def strip_model_prefix(key):
+    """``key`` without the classifier's ``nat.`` / ``dinat.`` prefix."""
     for prefix in MODEL_PREFIXES:
         if key.startswith(prefix):
             return key[len(prefix):]
@@ -66,7 +70,7 @@ def _strip_model_prefix(key):
 
 def is_transformers_layout(state_dict):
     """Whether a state dict has Transformers' NAT / DiNAT parameter names."""
-    return any(_strip_model_prefix(key).startswith(LAYOUT_MARKERS) for key in state_dict)
+    return any(strip_model_prefix(key).startswith(LAYOUT_MARKERS) for key in state_dict)
 
 
 def from_transformers_layout(state_dict):
@@ -86,7 +90,7 @@ def from_transformers_layout(state_dict):
     """
     converted, dropped, qkv_parts = {}, [], {}
     for original, value in state_dict.items():
-        key = _strip_model_prefix(original)
+        key = strip_model_prefix(original)
         if key.startswith(CLASSIFIER_ONLY_PREFIXES):
             dropped.append(original)
             continue

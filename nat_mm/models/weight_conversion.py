@@ -79,6 +79,13 @@ def unwrap_state_dict(checkpoint):
     return dict(checkpoint)
 
 
+def strip_wrapper_prefixes(key):
+    """``key`` without the ``module.`` prefixes wrappers such as DataParallel add."""
+    while key.startswith(WRAPPER_PREFIXES):
+        key = key.split('.', 1)[1]
+    return key
+
+
 def strip_prefixes(state_dict):
     """Remove ``module.`` prefixes; keep only the ``backbone.`` part of a full model.
 
@@ -86,11 +93,7 @@ def strip_prefixes(state_dict):
         (state_dict, dropped): the renamed dict and the keys that were not
         under ``backbone.`` when some were.
     """
-    renamed = {}
-    for key, value in state_dict.items():
-        while key.startswith(WRAPPER_PREFIXES):
-            key = key.split('.', 1)[1]
-        renamed[key] = value
+    renamed = {strip_wrapper_prefixes(key): value for key, value in state_dict.items()}
     if not any(key.startswith(BACKBONE_PREFIX) for key in renamed):
         return renamed, []
     backbone = {key[len(BACKBONE_PREFIX):]: value for key, value in renamed.items()
@@ -121,13 +124,14 @@ def convert_checkpoint(checkpoint, model, prefix=None):
 
     Args:
         checkpoint: loaded checkpoint (see :func:`unwrap_state_dict`).
-        model: the NAT backbone; only its state-dict shapes are read, to
-            resize rpb tables.
+        model: the NAT backbone; only its state-dict keys and shapes are read, to
+            resize rpb tables and to leave out output norms it does not have.
         prefix: if given, keep only keys starting with it, and strip it.
 
     Returns:
         (state_dict, dropped): the backbone state dict and the keys left out
-        (classification head/norm, non-backbone modules). A checkpoint in
+        (classification head/norm, non-backbone modules, output norms ``norm{i}`` of
+        levels the model does not output). A checkpoint in
         Transformers' layout comes out in nat_mm's names.
     """
     state_dict = unwrap_state_dict(checkpoint)
@@ -141,10 +145,14 @@ def convert_checkpoint(checkpoint, model, prefix=None):
     if is_transformers_layout(state_dict):
         state_dict, classifier = from_transformers_layout(state_dict)
         dropped += classifier
-    dropped += [key for key in state_dict if key.startswith(CLASSIFICATION_ONLY_PREFIXES)]
-    state_dict = {key: value for key, value in state_dict.items()
-                  if not key.startswith(CLASSIFICATION_ONLY_PREFIXES)}
-    resized = _resize_rpb_tables(state_dict, model.state_dict())
+    model_state = model.state_dict()
+    # the output norms of levels the model does not output (a detector's norm0..norm2 for a
+    # classifier's backbone) are as foreign to it as the classification head
+    not_loaded = [key for key in state_dict if key.startswith(CLASSIFICATION_ONLY_PREFIXES)
+                  or (OUTPUT_NORM_KEY.match(key) and key not in model_state)]
+    dropped += not_loaded
+    state_dict = {key: value for key, value in state_dict.items() if key not in not_loaded}
+    resized = _resize_rpb_tables(state_dict, model_state)
     if resized:
         (old, new), count = resized.most_common(1)[0]
         print_log(

@@ -7,8 +7,8 @@ import torch
 import torch.distributed as dist
 from mmengine.config import Config
 
-from nat_mm.launch import (adapt_config_to_device, check_dataset_paths, init_distributed,
-                           shutdown_distributed)
+from nat_mm.launch import (adapt_config_to_device, check_dataset_files, check_dataset_paths,
+                           init_distributed, shutdown_distributed)
 
 needs_cpu_only = pytest.mark.skipif(torch.cuda.is_available(),
                                     reason='the CPU fallbacks are no-ops with CUDA')
@@ -81,6 +81,36 @@ def test_wrapped_datasets_and_coco_evaluator(tmp_path):
     _make_dirs(tmp_path, 'annotations', 'val2017')
     (tmp_path / 'annotations' / 'instances_val2017.json').write_text('{}')
     check_dataset_paths(cfg, mode='test')
+
+
+def _imagenet_config(data_root):
+    """MMPretrain's ImageNet configs name their folders by ``split``; CustomDataset takes a
+    ``data_prefix`` string."""
+    return Config(dict(default_scope='mmpretrain',
+                       train_dataloader=dict(dataset=dict(type='ImageNet', data_root=data_root,
+                                                          split='train')),
+                       val_dataloader=dict(dataset=dict(type='CustomDataset',
+                                                        data_root=data_root, data_prefix='val'))))
+
+
+def test_imagenet_split_folders_are_expected(tmp_path):
+    _make_dirs(tmp_path, 'train')
+    with pytest.raises(FileNotFoundError) as error:
+        check_dataset_paths(_imagenet_config(str(tmp_path)), mode='train')
+    message = str(error.value)
+    assert f'{tmp_path / "val"}  (val_dataloader.dataset)' in message
+    assert str(tmp_path / 'train') not in message.split('Expected layout')[0]
+    assert 'tools/demo.py' not in message  # no demo for classification
+
+
+def test_undecodable_imagenet_image_is_named(tmp_path):
+    _make_dirs(tmp_path, 'train/n01440764', 'val/n01440764')
+    damaged = tmp_path / 'train' / 'n01440764' / 'n01440764_10026.JPEG'
+    damaged.write_bytes(b'<html>not found</html>')
+    with pytest.raises(ValueError) as error:
+        check_dataset_files(_imagenet_config(str(tmp_path)), mode='train')
+    assert (f'{damaged}  (train_dataloader.dataset.data_prefix.img_path): not a JPEG image'
+            in str(error.value))
 
 
 def test_bad_mode():

@@ -173,6 +173,8 @@ def test_list_names_every_checkpoint_with_its_configs(tool, capsys):
     for name, entry in PUBLISHED_CHECKPOINTS.items():
         assert f'{name}\n  file     checkpoints/{entry["file"]}\n  official {entry["url"]}' in out
     assert 'configs  upernet_nat_tiny_ade20k.py, mask_rcnn_nat_tiny_coco.py' in out
+    assert ('evaluate python tools/test.py configs/mmpretrain/nat/nat-tiny_8xb128_in1k.py '
+            'checkpoints/nat_tiny.pth') in out
 
 
 def test_unknown_name_is_refused_with_the_names(tool, capsys):
@@ -224,6 +226,31 @@ def test_hub_copy_is_checked_converted_and_gives_the_golden_numbers(tool, tmp_pa
         f'https://huggingface.co/test-org/{folder} (model.safetensors)'
     assert not any(key.startswith(('encoder.', 'embeddings.')) for key in saved['state_dict'])
     assert_transformers_features(target, folder)
+
+
+def test_hub_copy_keeps_the_classifier_head(tool, tmp_path):
+    """The file written from a Hub copy is the whole official classifier: its final norm and
+    head load into the MMPretrain classifier, which then gives Transformers' logits."""
+    pytest.importorskip('huggingface_hub')
+    from mmengine.registry import init_default_scope
+    from mmpretrain.registry import MODELS
+    cache = hub_cache(tmp_path / 'hub', 'test-org/dinat_k7', HF_DATA / 'dinat_k7')
+    target = tmp_path / 'dinat_k7.pth'
+    tool.fetch_from_hub(_entry('dinat_k7'), str(target), cache_dir=str(cache), offline=True)
+    saved = torch.load(target, weights_only=True)['state_dict']
+    assert saved['head.weight'].shape == (10, 128) and saved['norm.weight'].shape == (128, )
+    init_default_scope('mmpretrain')
+    arguments = nat_arguments(json.loads((HF_DATA / 'dinat_k7' / 'config.json').read_text()))
+    model = MODELS.build(dict(
+        type='ImageClassifier', backbone=dict(type='NAT', out_indices=(3, ), **arguments),
+        neck=dict(type='GlobalAveragePooling'),
+        head=dict(type='LinearClsHead', num_classes=10, in_channels=128),
+        init_cfg=dict(type='Pretrained', checkpoint=str(target))))
+    model.init_weights()
+    golden = torch.load(HF_DATA / 'dinat_k7' / 'golden.pt', weights_only=True)
+    with torch.no_grad():
+        logits = model.double().eval()(golden['input'], mode='tensor')
+    torch.testing.assert_close(logits, golden['logits'], rtol=1e-9, atol=1e-12)
 
 
 def test_damaged_hub_file_fails_the_published_hash(tool, tmp_path):

@@ -19,7 +19,8 @@ Sources (``--source``):
   ``--hub-offline`` to use only the cache). The file's SHA-256 is compared with the
   one the Hub publishes (the name of its blob in the cache), the weights are
   checked against ``config.json`` and the model, converted to the official layout
-  and written as ``FILE``.
+  (the whole classifier: backbone, final norm ``norm.*`` and head ``head.*``) and
+  written as ``FILE``.
 - ``auto`` (default): official, then the Hub if that fails.
 
 A file already under its final name is kept (``--force`` fetches it again). When a
@@ -40,6 +41,7 @@ import torch
 
 from nat_mm.models import NAT
 from nat_mm.models.checkpoint_files import CheckpointError, sniff_format
+from nat_mm.models.classifier_weights import official_classifier_parts
 from nat_mm.models.presets import CHECKPOINT_DIR, PUBLISHED_CHECKPOINTS
 from nat_mm.models.weight_conversion import prepare_state_dict
 
@@ -195,7 +197,7 @@ def fetch_from_hub(entry, path, cache_dir=None, offline=False):
         offline: use only files already in the cache.
 
     Returns:
-        the number of backbone tensors written.
+        the number of tensors written (backbone, final norm and head).
 
     Raises:
         DownloadError: no Hub copy, no huggingface_hub, the Hub unreachable, a
@@ -221,6 +223,7 @@ def fetch_from_hub(entry, path, cache_dir=None, offline=False):
                 dilations=entry['dilations'], layer_scale=entry.get('layer_scale'))
     try:
         state_dict, _, _, _ = prepare_state_dict(files[0], model)  # with config.json beside it
+        state_dict.update(official_classifier_parts(files[0]))
     except CheckpointError as exc:
         raise DownloadError(f'Hub {repo}: {exc}') from exc
     meta = dict(arch=entry['arch'], kernel_size=entry['kernel_size'],
@@ -260,8 +263,8 @@ def fetch(name, entry, dest, args):
             count = fetch_from_hub(entry, path, args.hub_cache, args.hub_offline)
             if osp.isfile(path + '.part'):  # an official download the Hub made unnecessary
                 os.remove(path + '.part')
-            return (f'{name}: {path} ({count} backbone tensors) from the Hub copy '
-                    f'{entry["hub_repo"]}, converted to the official layout')
+            return (f'{name}: {path} ({count} tensors: backbone, final norm, head) from the '
+                    f'Hub copy {entry["hub_repo"]}, converted to the official layout')
         except DownloadError as exc:
             failures.append(f'Hub: {exc}')
     raise DownloadError(f'{name}: could not fetch it. ' + '. '.join(failures))
@@ -271,9 +274,12 @@ def list_checkpoints(dest):
     lines = []
     for name, entry in PUBLISHED_CHECKPOINTS.items():
         hub = f'https://huggingface.co/{entry["hub_repo"]}' if entry['hub_repo'] else 'none'
+        evaluate = (f'python tools/test.py configs/{entry["classifier_config"]} '
+                    f'{osp.join(dest, entry["file"])}' if entry['classifier_config'] else '-')
         lines.append(f'{name}\n  file     {osp.join(dest, entry["file"])}\n'
                      f'  official {entry["url"]}\n  hub      {hub}\n'
-                     f'  configs  {", ".join(entry["configs"]) or "-"}')
+                     f'  configs  {", ".join(entry["configs"]) or "-"}\n'
+                     f'  evaluate {evaluate}')
     return '\n'.join(lines)
 
 

@@ -1,0 +1,4 @@
+# NAT-Base on ImageNet-1k (published top-1: docs/model_zoo.md).
+_base_ = '../_base_/nat_in1k_300e.py'
+
+model = dict(backbone=dict(arch='base'), head=dict(in_channels=1024))
