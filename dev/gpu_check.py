@@ -14,7 +14,10 @@ what it measured. Sections, in this order:
    outputs and gradients at large logits in float16 and bfloat16;
 3. backbone: NAT-T and DiNAT-T forward + backward at 512x512, batch 2, under bfloat16
    autocast, against the same models in float32 on the CPU (outputs and gradients);
-4. benchmarks: ``tools/analysis_tools/benchmark_na.py --device cuda --dtype bfloat16`` and
+4. benchmarks: the backends against each other (triton, flex, csr: time of the forward and
+   of forward + backward, and the output's error, at every stage of NAT-T and DiNAT-T at
+   512x512, batch 2, in float16 and bfloat16: which one wins where), then
+   ``tools/analysis_tools/benchmark_na.py --device cuda --dtype bfloat16`` and
    ``tools/analysis_tools/benchmark_backbone.py --device cuda --dtype bfloat16 --shapes
    512x512:2 800x1344:2`` (NAT-T vs Swin-T vs the attention-free floor, CUDA events,
    ``max_memory_allocated``, with the GPU targets), run as commands, their tables copied;
@@ -105,6 +108,10 @@ DEMO_TASKS = {  # task -> --cfg-options of tools/demo.py for a few iterations wi
             'optim_wrapper.type=AmpOptimWrapper'],
 }
 SECTIONS = ('environment', 'ops', 'backbone', 'bench-op', 'bench-backbone', 'demo')
+#: Backends that run only the forward on a device type: left out of the op checks there.
+FORWARD_ONLY = {'cpu': ('flex',)}
+#: The backend comparison's dtypes.
+COMPARE_DTYPES = ('float16', 'bfloat16')
 
 
 # --------------------------------------------------------------------------- report
@@ -230,9 +237,10 @@ def package_version(name):
 
 
 def backends_for(device_type):
-    """nat_mm's backends usable on ``device_type``."""
+    """nat_mm's backends that run forward and backward on ``device_type``."""
     from nat_mm.ops import available_backends
-    return available_backends(device_type)
+    return tuple(name for name in available_backends(device_type)
+                 if name not in FORWARD_ONLY.get(device_type, ()))
 
 
 def environment(section, device, cv2_line, backends):
@@ -266,6 +274,10 @@ def environment(section, device, cv2_line, backends):
     else:
         section.line('GPU: none (dry run: checks run on the CPU at small sizes)')
     section.line(f'nat_mm backends on {device.type}: {", ".join(backends)}')
+    forward_only = FORWARD_ONLY.get(device.type, ())
+    if forward_only:
+        section.line(f'not checked on {device.type}: {", ".join(forward_only)} (forward only '
+                     'there)')
 
 
 def git_commit():
@@ -322,12 +334,6 @@ def _qkv_grads(leaves):
     return tuple(t.grad for t in leaves)
 
 
-def rel_max_error(got, expected):
-    """max|got - expected| / max|expected| (in float64)."""
-    got, expected = got.double(), expected.double()
-    return ((got - expected).abs().max() / expected.abs().max().clamp_min(1e-12)).item()
-
-
 def op_check(attend, case, precision, device, seed=0, logit_scale=1.0):
     """Errors of ``attend`` (na2d with one backend) against the float64 reference for one
     case and precision.
@@ -336,6 +342,7 @@ def op_check(attend, case, precision, device, seed=0, logit_scale=1.0):
     out_dtype=..., tol=...).
     """
     from nat_mm.ops.reference import na2d_reference
+    from nat_mm.ops.self_check import rel_max_error
     dtype, rpb_dtype, autocast_dtype, tol = PRECISIONS[precision]
     _, _, _, _, _, kernel, dilation, _ = case
     (q, k, v, rpb), leaves, grad_out = make_op_inputs(case, dtype, rpb_dtype, device, seed,
@@ -360,9 +367,25 @@ def op_check(attend, case, precision, device, seed=0, logit_scale=1.0):
                 out_dtype=str(out.dtype).replace('torch.', ''))
 
 
+def self_checks(section, device, backends):
+    """The first-use self-check (nat_mm/ops/self_check.py) of every checked backend here,
+    per dtype, with the time it took (the first one includes compiling the probe's
+    kernels)."""
+    from nat_mm.ops import self_check
+    for name in (n for n in backends if n in self_check.SELF_CHECKED):
+        for dtype in (torch.float32, torch.bfloat16, torch.float16):
+            begin = time.monotonic()
+            failure = self_check.probe(name, device, dtype)
+            seconds = time.monotonic() - begin
+            section.check(f'{name} first-use self-check, {str(dtype)[6:]}', failure is None,
+                          failure or f'passed in {seconds:.2f}s')
+
+
 def op_tests(section, report, device, backends, cases, large_logit_case):
-    """Every backend x case x precision, then the large-logit cases."""
+    """The first-use self-checks, every backend x case x precision, then the large-logit
+    cases."""
     from nat_mm.ops import na2d
+    self_checks(section, device, backends)
     precisions = list(PRECISIONS)
     header = (f'{"backend":8s} {"case":44s} {"precision":18s} {"out":>8s} {"dq":>8s} {"dk":>8s} '
               f'{"dv":>8s} {"drpb":>8s} {"tol":>7s}')
@@ -503,9 +526,91 @@ def run_tool(section, name, arguments):
     return lines
 
 
-def bench_op(section, device, dtype, backends, cases, repeats):
-    """tools/analysis_tools/benchmark_na.py's table per backend (on CPU with in-process
-    memory peaks)."""
+def stage_cases(height=512, width=512, batch=2):
+    """{name: (batch, heads, H, W, head_dim, kernel, dilation)}: the attention of every stage
+    of NAT-T and of DiNAT-T (its dilations for this input, once each) on an input of
+    ``height`` x ``width``."""
+    from nat_mm.models.presets import ARCH_SETTINGS, resolve_dilations
+    settings = ARCH_SETTINGS['tiny']
+    dilations = resolve_dilations(DINAT_T_DILATIONS, settings['depths'])
+    cases = {}
+    for stage, heads in enumerate(settings['num_heads']):
+        size_y, size_x = height // 2 ** (stage + 2), width // 2 ** (stage + 2)
+        head_dim = settings['embed_dim'] * 2 ** stage // heads
+        for dilation in sorted(set(dilations[stage])):
+            model = 'NAT-T' if dilation == 1 else 'DiNAT-T'
+            cases[f'{model} stage {stage + 1} (B{batch} h{heads} {size_y}x{size_x} '
+                  f'd{head_dim} dil{dilation})'] = (batch, heads, size_y, size_x, head_dim, 7,
+                                                    dilation)
+    return cases
+
+
+def compare_backends(section, report, device, backends, cases, dtypes, repeats):
+    """Every backend on every case, dtype and mode (forward without grad; forward +
+    backward): median times (interleaved), the fastest, and each output's relative max
+    error against the reference on the same inputs (float32). Rows past the time budget
+    are skipped."""
+    from nat_mm.ops import na2d
+    from nat_mm.ops.reference import na2d_reference
+    from nat_mm.ops.self_check import rel_max_error
+    from nat_mm.utils.profiling import interleaved_medians
+    header = (f'{"case":52s} {"dtype":9s} {"mode":8s} '
+              + ' '.join(f'{name + " ms":>11s}' for name in backends)
+              + f' {"fastest":8s} output error ({", ".join(backends)})')
+    section.line(f'median of {repeats} interleaved calls each ({device.type}); output error: '
+                 'max|out - ref| / max|ref|, ref = na2d_reference in float32')
+    section.line(header)
+    section.line('-' * len(header))
+    wins = {}
+    for (name, case), dtype in ((item, dtype) for item in cases.items() for dtype in dtypes):
+        if report.elapsed() > report.budget_s:
+            section.skip(f'{name} {dtype}', 'time budget spent')
+            continue
+        batch, heads, height, width, head_dim, kernel, dilation = case
+        gen = torch.Generator().manual_seed(0)
+        q, k, v = (torch.randn(batch, heads, height, width, head_dim, generator=gen)
+                   .to(device, getattr(torch, dtype)).requires_grad_() for _ in range(3))
+        rpb = (torch.randn(heads, 2 * kernel - 1, 2 * kernel - 1, generator=gen) * 0.5)
+        rpb = rpb.to(device, getattr(torch, dtype)).requires_grad_()
+        with torch.no_grad():
+            reference = na2d_reference(q.float(), k.float(), v.float(), kernel, dilation,
+                                       rpb.float())
+            errors = [rel_max_error(na2d(q, k, v, kernel, dilation, rpb, backend=backend),
+                                    reference) for backend in backends]
+        del reference
+
+        def call(backend, backward):
+            def run():
+                if not backward:
+                    with torch.no_grad():
+                        return na2d(q, k, v, kernel, dilation, rpb, backend=backend)
+                na2d(q, k, v, kernel, dilation, rpb, backend=backend).sum().backward()
+                for t in (q, k, v, rpb):
+                    t.grad = None
+            return run
+        for mode in ('fwd', 'fwd+bwd'):
+            times = interleaved_medians({backend: call(backend, mode == 'fwd+bwd')
+                                         for backend in backends}, repeats, device)
+            fastest = min(times, key=times.get)
+            wins[fastest] = wins.get(fastest, 0) + 1
+            section.line(f'{name:52s} {dtype:9s} {mode:8s} '
+                         + ' '.join(f'{times[b] * 1e3:11.3f}' for b in backends)
+                         + f' {fastest:8s} ' + ', '.join(f'{e:.1e}' for e in errors))
+        if device.type == 'cuda':
+            torch.cuda.empty_cache()
+    section.line('fastest (rows won): ' + ', '.join(f'{name} {count}'
+                                                     for name, count in wins.items()))
+    return wins
+
+
+def bench_op(section, report, device, dtype, backends, cases, repeats):
+    """The backends compared (:func:`compare_backends`, the fast ones: not the export
+    backend; on a dry run one small case), then tools/analysis_tools/benchmark_na.py's table
+    per backend (on CPU with in-process memory peaks)."""
+    fast = [name for name in backends if name != 'export']
+    compare_cases = stage_cases() if device.type == 'cuda' else dict(
+        list(stage_cases(64, 64, 1).items())[:1])
+    compare_backends(section, report, device, fast, compare_cases, COMPARE_DTYPES, repeats)
     for backend in backends:
         run_tool(section, 'analysis_tools/benchmark_na',
                  ['--device', device.type, '--dtype', dtype, '--repeats', str(repeats),
@@ -636,7 +741,7 @@ def main(argv=None):
                      lambda s: backbone_check(s, device, backbone_shape,
                                               backbone_variants(args.dry_run))),
         'bench-op': (f'benchmark: neighbourhood attention ({device.type}, bfloat16)',
-                     lambda s: bench_op(s, device, 'bfloat16', backends, bench_cases,
+                     lambda s: bench_op(s, report, device, 'bfloat16', backends, bench_cases,
                                         repeats)),
         'bench-backbone': (f'benchmark: backbones ({device.type}, bfloat16)',
                            lambda s: bench_backbone(s, device, 'bfloat16', bench_shapes,

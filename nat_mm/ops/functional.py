@@ -7,26 +7,26 @@ innermost :func:`na_backend` context, else the first available entry of
 :data:`~.backends.DEFAULT_ORDER` for the inputs' device. A backend that cannot
 run on this machine after all (e.g. a kernel that does not compile for this
 GPU) raises :class:`~.backends.BackendError`; a backend chosen by default is
-then replaced by the next one, with one warning.
+then replaced by the next one, with one warning. The Triton kernels are also
+checked against the CSR backend the first time they run for a (device, dtype)
+(:mod:`.self_check`); a default choice that fails its check is replaced by the
+next backend for that (device, dtype), with one warning. A default choice also
+passes over backends without dropout for calls with ``dropout_p > 0``.
 """
 import contextlib
 import contextvars
-import importlib
 import warnings
 
 import torch
 
 from ..compat import is_exporting
+from . import self_check
 from .backends import BACKENDS, DEFAULT_ORDER, BackendError
+from .backends import backend_module as _backend_module
 
 _chosen_backend = contextvars.ContextVar('nat_mm_na_backend', default=None)
 _failed = set()     # (backend, device type): raised BackendError once, skipped since
 _warned_unavailable = set()   # (backend, device type): warned once that it cannot run
-
-
-def _backend_module(name):
-    entry = BACKENDS[name]
-    return importlib.import_module(entry, __package__) if isinstance(entry, str) else entry
 
 
 def _device_type(device):
@@ -46,28 +46,38 @@ def available_backends(device=None):
     Returns:
         A tuple of names, for ``na2d(..., backend=name)`` or :func:`na_backend`.
     """
-    device_type = _device_type(device)
-    types = [device_type] if device_type else ['cpu'] + (
-        ['cuda'] if torch.cuda.is_available() else [])
+    types = _device_types(_device_type(device))
     return tuple(name for name in BACKENDS
                  if any(_backend_module(name).is_available(t) for t in types))
 
 
+def _device_types(device_type):
+    """[device_type], or for None the CPU and, when present, CUDA."""
+    return [device_type] if device_type else ['cpu'] + (
+        ['cuda'] if torch.cuda.is_available() else [])
+
+
 def _unavailable_reason(name, device_type):
-    """Why backend ``name`` cannot run on ``device_type`` ('' when it does not say)."""
-    reason = getattr(_backend_module(name), 'unavailable_reason', None)
-    return (reason(device_type) or '') if reason and device_type else ''
+    """What backend ``name`` lacks on ``device_type`` (None: any device here), if it says."""
+    explain = getattr(_backend_module(name), 'unavailable_reason', None)
+    if explain is None:
+        return None
+    reasons = (explain(t) for t in _device_types(device_type))
+    return '; '.join(dict.fromkeys(r for r in reasons if r)) or None
 
 
 def _check_backend_name(name, device_type=None):
     if name not in BACKENDS or name not in available_backends(device_type):
         where = f' on {device_type}' if device_type else ''
         state = f'not available{where or " here"}' if name in BACKENDS else 'unknown'
-        reason = _unavailable_reason(name, device_type) if name in BACKENDS else ''
-        state += f' ({reason})' if reason else ''
+        reason = _unavailable_reason(name, device_type) if name in BACKENDS else None
+        available = available_backends(device_type)
+        order = DEFAULT_ORDER.get(device_type, DEFAULT_ORDER['*'])
+        use = next((n for n in order if n in available), None)
         raise ValueError(
-            f'na2d: backend {name!r} is {state}; available{where}: '
-            f'{list(available_backends(device_type))} (all backends: {list(BACKENDS)})')
+            f'na2d: backend {name!r} is {state}' + (f' ({reason})' if reason else '')
+            + f'; available{where}: {list(available)} (all backends: {list(BACKENDS)})'
+            + (f'; use backend={use!r}' if name in BACKENDS and use else ''))
 
 
 @contextlib.contextmanager
@@ -133,8 +143,9 @@ def exporting():
     return is_exporting() or torch.onnx.is_in_onnx_export()
 
 
-def _candidates(backend, device_type):
+def _candidates(backend, query, dropout_p):
     """(backends to try in order, whether the choice was explicit)."""
+    device_type = query.device.type
     if exporting():
         # Only the dense backend can be traced (CSR's sparse tensors and
         # torch.compiler.disable cannot); it wins over na_backend contexts.
@@ -149,7 +160,9 @@ def _candidates(backend, device_type):
         return (backend,), True
     order = DEFAULT_ORDER.get(device_type, DEFAULT_ORDER['*'])
     available = available_backends(device_type)
-    names = [name for name in order if (name, device_type) not in _failed and name in available]
+    names = [name for name in order if (name, device_type) not in _failed and name in available
+             and not self_check.failed(name, query.device, query.dtype)
+             and (dropout_p == 0 or getattr(_backend_module(name), 'SUPPORTS_DROPOUT', True))]
     if not names:
         raise ValueError(f'na2d: no backend can run on {device_type}; tried {list(order)}')
     _warn_skipped_defaults(order[:order.index(names[0])], device_type, names[0])
@@ -195,11 +208,19 @@ def na2d(query, key, value, kernel_size, dilation=1, rpb=None, scale=None, dropo
     if scale is None:
         scale = query.shape[-1] ** -0.5
     device_type = query.device.type
-    names, explicit = _candidates(backend, device_type)
+    names, explicit = _candidates(backend, query, dropout_p)
     for i, name in enumerate(names):
         function = getattr(_backend_module(name), f'na2d_{name}')
         try:
+            self_check.verify(name, query.device, query.dtype)
             return function(query, key, value, kernel_size, dilation, rpb, scale, dropout_p)
+        except self_check.SelfCheckFailed as exc:
+            if explicit or i == len(names) - 1:
+                raise self_check.SelfCheckFailed(
+                    f"{exc}; use backend={self_check.SELF_CHECKED[name]!r} (or "
+                    f"{self_check.ENV}=0 to run it anyway)") from None
+            warnings.warn(f'nat_mm: {exc}; using {names[i + 1]!r} on {query.device} for '
+                          f'{query.dtype} in this process ({self_check.ENV}=0 skips the check)')
         except BackendError as exc:
             if explicit or i == len(names) - 1:
                 raise

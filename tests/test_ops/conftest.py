@@ -5,8 +5,9 @@ import pytest
 
 from nat_mm.ops import available_backends, na2d
 
-#: Backends whose own test module covers them (slow under CPU emulation).
-OWN_TESTS_ONLY = {'triton'}
+#: Backends whose own test module covers them (triton: slow under CPU emulation; flex:
+#: forward only on the CPU).
+OWN_TESTS_ONLY = {'triton', 'flex'}
 CPU_BACKENDS = [name for name in available_backends('cpu') if name not in OWN_TESTS_ONLY]
 
 
