@@ -1,16 +1,17 @@
 """Neighbourhood attention on PyTorch's FlexAttention: a fast GPU path that PyTorch maintains.
 
-``torch.nn.attention.flex_attention`` computes attention over (B, heads, L, D) tokens with a
-block-sparse mask and a score modification, compiled (Triton kernels on CUDA, C++ on the
-CPU). Neighbourhood attention is attention over the H * W tokens of a map (row-major) with
+``torch.nn.attention.flex_attention`` computes attention over (batch, heads, L, D) tokens
+with a block-sparse mask and a score modification, compiled (Triton kernels on CUDA, C++ on
+the CPU). Neighbourhood attention is attention over the H * W tokens of a map (row-major)
+with
 
 - ``mask_mod(b, h, q, k)``: key k lies in query q's window, NATTEN's rule per axis (same
   dilation group; K consecutive members of the group centred on the query, shifted inward
   at the borders);
 - ``score_mod(score, b, h, q, k)``: ``scale * score + rpb[h, (K-1) + ky - qy, (K-1) + kx -
-  qx]`` (group units). The rpb indices are clamped into the table: FlexAttention also scores
-  the pairs its mask removes inside a partly used block, and an index outside the table is a
-  hard error in the compiled CPU kernel.
+  qx]`` (group units). The rpb indices are clamped into the table:
+  FlexAttention also scores the pairs its mask removes inside a partly used block, and an
+  index outside the table is a hard error in the compiled CPU kernel.
 
 Both functions read the map's geometry (H, W, K, dilation) and the scale from small tensors
 they capture, not from Python numbers, so one compiled graph serves every kernel size,
@@ -19,9 +20,13 @@ window pair) is built from the windows' key indices (:func:`.common.neighborhood
 H * W * K * K of them) instead of evaluating ``mask_mod`` on all (H * W)^2 pairs, and cached
 per (H, W, K, dilation, device).
 
-Compiled once per device type: on the CPU with dynamic shapes (one compile serves every
-map; inference only there), on CUDA with torch.compile's default (static shapes, dynamic
-after a shape changes).
+Compiled per device type and signature (head_dim, dtype, heads, whether the batch is one
+image, whether the map fits one block): each signature gets a function of its own, so a graph is never
+recompiled for new sizes, only compiled afresh (torch 2.13's C++ code generation fails with
+"C++ compile error" when it recompiles a FlexAttention graph with a block mask for other
+sizes; first compiles of any sizes work). On the CPU with dynamic shapes (one compile per
+signature serves every map; inference only there), on CUDA with torch.compile's default
+(static shapes, dynamic after a shape changes).
 
 Limits: no attention dropout (FlexAttention drops nothing, and dropping weights after the
 softmax is not a score modification); on the CPU no backward (FlexAttention has none
@@ -29,6 +34,7 @@ there); float64 inputs are computed in float32 and returned as float64.
 """
 import functools
 import importlib.util
+import types
 
 import torch
 
@@ -142,10 +148,20 @@ def block_mask(height, width, kernel_size, dilation, device):
     return mask, geometry
 
 
+def _flex_call(query, key, value, score_mod, block_mask):
+    return flex_attention(query, key, value, score_mod=score_mod, block_mask=block_mask,
+                          scale=1.0)
+
+
 @functools.lru_cache(maxsize=None)
-def _compiled(device_type):
-    """flex_attention compiled for ``device_type`` (see the module docstring)."""
-    return torch.compile(flex_attention, dynamic=True if device_type == 'cpu' else None)
+def _compiled(device_type, signature):
+    """flex_attention compiled for ``device_type`` and one ``signature`` (see the module
+    docstring): a copy of :func:`_flex_call` with a code object of its own, on which
+    dynamo keeps this signature's graphs only."""
+    name = f'_flex_call_{device_type}_{_compiled.cache_info().currsize}'
+    code = _flex_call.__code__.replace(co_name=name)
+    function = types.FunctionType(code, _flex_call.__globals__, name)
+    return torch.compile(function, dynamic=True if device_type == 'cpu' else None)
 
 
 def attend(query, key, value, kernel_size, dilation, rpb, scale):
@@ -165,10 +181,13 @@ def attend(query, key, value, kernel_size, dilation, rpb, scale):
     if rpb is None:   # one graph for both: a zero bias costs a gather, not a compile
         rpb = query.new_zeros(heads, 2 * kernel_size - 1, 2 * kernel_size - 1)
     scale = torch.tensor(scale, dtype=torch.float32, device=query.device)
-    tokens = [t.reshape(batch, heads, height * width, head_dim).contiguous()
+    length = height * width
+    # copies, not views: torch.compile would guard on (and recompile for) a view's base sizes
+    tokens = [t.reshape(batch, heads, length, head_dim).clone(memory_format=torch.contiguous_format)
               for t in (query, key, value)]
-    out = _compiled(query.device.type)(*tokens, score_mod=score_mod_for(geometry, rpb, scale),
-                                       block_mask=mask, scale=1.0)
+    signature = (head_dim, query.dtype, heads, batch == 1, length <= BLOCK)
+    out = _compiled(query.device.type, signature)(
+        *tokens, score_mod_for(geometry, rpb, scale), mask)
     return out.view(query.shape)
 
 

@@ -111,21 +111,22 @@ def probe(name, device, dtype):
             got = _outputs_and_grads(name, case, device, dtype)
             expected = _outputs_and_grads(reference, case, device, dtype)
         except Exception as error:  # noqa: BLE001 - any error means: do not use the backend
-            return (f'the {name!r} backend raised {type(error).__name__} in its first-use '
-                    f'self-check on {where}, case {case_name!r}: {error}')
-        errors = {part: rel_max_error(g, e) for part, g, e in zip(names, got, expected)}
-        worst = max(errors, key=errors.get)
-        finite = all(bool(torch.isfinite(t).all()) for t in got)
-        if not finite or not errors[worst] <= tolerance:
-            problem = ('non-finite values' if not finite else
-                       f'worst relative error {errors[worst]:.1e} in the {worst}')
-            return (f'the {name!r} backend failed its first-use self-check on {where}: '
-                    f'{problem} (tolerance {tolerance:.0e}) against {reference!r}, case '
-                    f'{case_name!r}')
+            problem = f'raised {type(error).__name__}: {error}'
+        else:
+            errors = {part: rel_max_error(g, e) for part, g, e in zip(names, got, expected)}
+            worst = max(errors, key=errors.get)
+            if all(bool(torch.isfinite(t).all()) for t in got):
+                if errors[worst] <= tolerance:
+                    continue
+                problem = f'worst relative error {errors[worst]:.1e} in the {worst}'
+            else:
+                problem = 'non-finite values'
+            problem += f' (tolerance {tolerance:.0e}) against {reference!r}'
+        return (f'the {name!r} backend failed its first-use self-check on {where}: '
+                f'{problem}, case {case_name!r}')
     return None
 
 
-@torch.compiler.disable   # runs eagerly, once, outside any compiled graph
 def verify(name, device, dtype):
     """Raises :class:`SelfCheckFailed` if backend ``name`` fails (or has failed) its
     check on (device, dtype); checks on first use. A no-op for backends without a check
@@ -134,8 +135,14 @@ def verify(name, device, dtype):
         return
     key = (name, torch.device(device), dtype)
     if key not in _results:
-        autocast_off = torch.autocast(key[1].type, enabled=False)
-        with torch.inference_mode(False), torch.enable_grad(), autocast_off:
-            _results[key] = probe(name, key[1], dtype)
+        _results[key] = _run_probe(*key)
     if _results[key] is not None:
         raise SelfCheckFailed(_results[key])
+
+
+@torch.compiler.disable   # runs eagerly, once, outside any compiled graph
+def _run_probe(name, device, dtype):
+    """:func:`probe` with gradients on and autocast off, whatever the caller's modes."""
+    with torch.inference_mode(False), torch.enable_grad(), \
+            torch.autocast(device.type, enabled=False):
+        return probe(name, device, dtype)
