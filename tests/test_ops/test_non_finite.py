@@ -15,6 +15,10 @@ from nat_mm.ops.reference import window_1d
 
 HEIGHT, WIDTH, KERNEL, DILATION, TOKEN = 9, 11, 3, 1, (4, 5)
 LEAKS_VALUES = {'export', 'triton'}
+#: What FlexAttention's CPU kernel does (docs/operator.md): no NaN/inf out of a non-finite
+#: query or key, and a non-finite value reaches its whole 128-token block.
+FLEX_NON_FINITE = ("flex: a non-finite query or key gives finite outputs, a non-finite value "
+                   "reaches its block")
 
 
 def _cases():
@@ -23,6 +27,8 @@ def _cases():
             marks = [pytest.mark.xfail(
                 strict=True, reason=f'{backend}: a non-finite value reaches its whole tile '
                 '(0 * NaN)')] if which == 'v' and backend in LEAKS_VALUES else []
+            if backend == 'flex':
+                marks = [pytest.mark.xfail(strict=True, reason=FLEX_NON_FINITE)]
             yield pytest.param(backend, which, marks=marks, id=f'{backend}-{which}')
 
 
