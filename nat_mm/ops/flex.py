@@ -34,6 +34,7 @@ there); float64 inputs are computed in float32 and returned as float64.
 """
 import functools
 import importlib.util
+import inspect
 import types
 
 import torch
@@ -65,6 +66,10 @@ def unavailable_reason(device_type):
     if flex_attention is None:
         return (f'torch {torch.__version__} has no FlexAttention '
                 '(torch.nn.attention.flex_attention)')
+    if 'seq_lengths' not in inspect.signature(BlockMask.from_kv_blocks).parameters:
+        return (f"torch {torch.__version__}'s FlexAttention cannot size a block mask for "
+                'maps that are not a multiple of its block (BlockMask.from_kv_blocks has no '
+                'seq_lengths)')
     if device_type == 'cuda':
         if not torch.cuda.is_available():
             return 'CUDA is not available'
