@@ -598,8 +598,8 @@ def compare_backends(section, report, device, backends, cases, dtypes, repeats):
                          + f' {fastest:8s} ' + ', '.join(f'{e:.1e}' for e in errors))
         if device.type == 'cuda':
             torch.cuda.empty_cache()
-    section.line('fastest (rows won): ' + ', '.join(f'{name} {count}'
-                                                     for name, count in wins.items()))
+    section.line('fastest (rows won): '
+                 + ', '.join(f'{name} {count}' for name, count in wins.items()))
     return wins
 
 

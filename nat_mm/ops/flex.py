@@ -21,12 +21,12 @@ H * W * K * K of them) instead of evaluating ``mask_mod`` on all (H * W)^2 pairs
 per (H, W, K, dilation, device).
 
 Compiled per device type and signature (head_dim, dtype, heads, whether the batch is one
-image, whether the map fits one block): each signature gets a function of its own, so a graph is never
-recompiled for new sizes, only compiled afresh (torch 2.13's C++ code generation fails with
-"C++ compile error" when it recompiles a FlexAttention graph with a block mask for other
-sizes; first compiles of any sizes work). On the CPU with dynamic shapes (one compile per
-signature serves every map; inference only there), on CUDA with torch.compile's default
-(static shapes, dynamic after a shape changes).
+image, whether the map fits one block): each signature gets a function of its own, so a
+graph is never recompiled for new sizes, only compiled afresh (torch 2.13's C++ code
+generation fails with "C++ compile error" when it recompiles a FlexAttention graph with a
+block mask for other sizes; first compiles of any sizes work). On the CPU with dynamic
+shapes (one compile per signature serves every map; inference only there), on CUDA with
+torch.compile's default (static shapes, dynamic after a shape changes).
 
 Limits: no attention dropout (FlexAttention drops nothing, and dropping weights after the
 softmax is not a score modification); on the CPU no backward (FlexAttention has none

@@ -58,8 +58,8 @@ def test_mask_mod_is_the_window_rule_for_every_pair(height, width, kernel, dilat
 
 
 @pytest.mark.parametrize('height,width,kernel,dilation', SMALL_MAPS)
-def test_score_mod_adds_the_pairs_rpb_entry_and_stays_in_the_table(height, width, kernel,
-                                                                    dilation):
+def test_score_mod_adds_the_pairs_rpb_entry_and_stays_in_the_table(
+        height, width, kernel, dilation):
     """Inside a window: scale * score + rpb[h, row, col] at the reference's indices; outside
     (pairs FlexAttention scores and masks later): some entry of the table, never outside."""
     geometry = torch.tensor([height, width, kernel, dilation])

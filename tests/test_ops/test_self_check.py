@@ -57,12 +57,13 @@ def _failing_launch(kernel, grid, args, meta):
 
 @pytest.mark.slow
 @pytest.mark.parametrize('fault', ['wrong rpb index', 'launch error'])
-def test_a_broken_kernel_is_caught_once_and_csr_takes_over(fresh_seam, gpu_tiles, monkeypatch,
-                                                             fault):
+def test_a_broken_kernel_is_caught_once_and_csr_takes_over(
+        fresh_seam, gpu_tiles, monkeypatch, fault):
     if fault == 'wrong rpb index':
         monkeypatch.setattr(triton_na, 'forward_launch',
                             _transposed_rpb(triton_na.forward_launch))
-        expected_problem = r'worst relative error \d\.\de[+-]\d\d in the (output|(q|k|v|rpb) gradient)'
+        expected_problem = (r'worst relative error \d\.\de[+-]\d\d in the '
+                            r'(output|(q|k|v|rpb) gradient)')
     else:
         monkeypatch.setattr(triton_na, '_launch', _failing_launch)
         expected_problem = 'raised RuntimeError: an illegal memory access'
