@@ -55,7 +55,6 @@ def _failing_launch(kernel, grid, args, meta):
     raise RuntimeError('an illegal memory access was encountered')
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize('fault', ['wrong rpb index', 'launch error'])
 def test_a_broken_kernel_is_caught_once_and_csr_takes_over(
         fresh_seam, gpu_tiles, monkeypatch, fault):
