@@ -1,5 +1,8 @@
-"""Shared by every test: the Triton interpreter flag, the Hypothesis profiles, and the one
-way to load a script of tools/ (or dev/).
+"""Shared by every test: the Triton interpreter flag, the Hypothesis profiles, the one
+way to load a script of tools/ (or dev/), and the skips of the torch matrix's profile.
+
+What a test may find missing is decided in one place, tests/dependencies.py (the test
+profiles, ``NAT_MM_TEST_PROFILE``): in the pinned venv a missing declared dependency fails.
 
 Without CUDA, Triton kernels run through Triton's interpreter: the flag must
 be set before the kernels are defined (nat_mm.ops.triton_na decorates them at
@@ -24,6 +27,8 @@ import pytest
 import torch
 from hypothesis import HealthCheck, Phase, settings
 
+from dependencies import absent_in_matrix, profile
+
 if not torch.cuda.is_available():
     os.environ.setdefault('TRITON_INTERPRET', '1')
 
@@ -40,6 +45,25 @@ _COMMON = dict(deadline=None, print_blob=True,
 settings.register_profile('ci', max_examples=100, derandomize=True, database=None, **_COMMON)
 settings.register_profile('soak', max_examples=2200, **_COMMON)
 settings.load_profile(os.environ.get('HYPOTHESIS_PROFILE', 'ci'))
+
+
+
+def pytest_configure(config):
+    profile()   # an unknown NAT_MM_TEST_PROFILE stops the run before any test
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """In the ``matrix`` profile a test that imports a module of the absent OpenMMLab stack
+    is reported as skipped, naming the module (tests/dependencies.py)."""
+    outcome = yield
+    report = outcome.get_result()
+    module = absent_in_matrix(call.excinfo.value) if call.excinfo is not None else None
+    if module is not None and report.failed:
+        report.outcome = 'skipped'
+        report.longrepr = (str(item.path), (item.location[1] or 0) + 1,
+                           f'Skipped: {module} is not installed (NAT_MM_TEST_PROFILE=matrix)')
+
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: Hub-layout checkpoints with Transformers + NATTEN's feature maps (from ../shared/golden/hf).
