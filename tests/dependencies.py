@@ -112,8 +112,12 @@ def require_backend(name, device_type):
 
 def absent_in_matrix(error):
     """The absent module a ``ModuleNotFoundError`` names, when it is one the ``matrix``
-    profile lacks and that profile is on; else None."""
-    if profile() != 'matrix' or not isinstance(error, ModuleNotFoundError) or not error.name:
+    profile lacks and that profile is on; else None. (MMEngine's Config raises one without a
+    name for the package of a ``package::path`` base config: "<pip name> is not installed".)"""
+    if profile() != 'matrix' or not isinstance(error, ModuleNotFoundError):
         return None
-    top = error.name.split('.')[0]
-    return top if top in MATRIX_ABSENT else None
+    top = (error.name or '').split('.')[0]
+    if top in MATRIX_ABSENT:
+        return top
+    return next((module for module, package in MATRIX_ABSENT.items()
+                 if str(error).startswith(f'{package} is not installed')), None)

@@ -208,6 +208,18 @@ def test_an_unavailable_triton_backend_skips_only_in_the_matrix(monkeypatch, pro
         require_backend('triton', 'cpu')
 
 
+@pytest.mark.parametrize('profile, error, skipped_for', [
+    ('matrix', ModuleNotFoundError("No module named 'mmdet'", name='mmdet.models'), 'mmdet'),
+    ('matrix', ModuleNotFoundError('mmsegmentation is not installed, please install '
+                                   'mmsegmentation manually'), 'mmseg'),   # MMEngine's Config
+    ('matrix', ModuleNotFoundError("No module named 'onnx'", name='onnx'), None),
+    ('matrix', ImportError('cannot import name x from mmdet', name='mmdet'), None),
+    ('default', ModuleNotFoundError("No module named 'mmdet'", name='mmdet'), None)])
+def test_which_import_errors_the_matrix_skips(monkeypatch, profile, error, skipped_for):
+    monkeypatch.setenv(dependencies.PROFILE_ENV, profile)
+    assert dependencies.absent_in_matrix(error) == skipped_for
+
+
 def test_the_matrix_profile_reports_a_test_importing_the_stack_as_skipped(tmp_path):
     """tests/conftest.py's report hook, in a pytest run of its own: a test whose import of
     mmdet fails is skipped, naming mmdet; one whose huggingface_hub import fails still fails."""
