@@ -103,10 +103,10 @@ def require_backend(name, device_type):
     what = f'the {name!r} attention backend cannot run on {device_type}'
     if name == 'triton':
         try:
-            what += f' (triton {importlib.metadata.version("triton")} is installed'
-        except importlib.metadata.PackageNotFoundError:
-            what += ' (triton is not installed'
-        what += f', TRITON_INTERPRET={os.environ.get("TRITON_INTERPRET")!r})'
+            what += f' (triton {importlib.import_module("triton").__version__} imports'
+        except ImportError as error:
+            what += f' (triton cannot be imported: {error}'
+        what += f'; TRITON_INTERPRET={os.environ.get("TRITON_INTERPRET")!r})'
     missing(what, absent_in_matrix=name == 'triton')
 
 
