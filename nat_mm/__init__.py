@@ -4,6 +4,10 @@
 MMEngine's root ``MODELS`` registry (see :mod:`nat_mm.registry`), where mmdet,
 mmseg and the other OpenMMLab 2.x libraries find it.
 """
+from .compat import check_torch_version
+
+check_torch_version()  # one line naming both versions, before anything fails deeper
+
 from .models import NAT
 from .ops import NeighborhoodAttention2D, na2d, na2d_reference
 from .registry import register_models

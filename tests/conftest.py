@@ -1,12 +1,15 @@
 """Shared by every test: the Triton interpreter flag, the Hypothesis profiles, the one
 way to load a script of tools/ (or dev/), and the skips of the torch matrix's profile.
 
-What a test may find missing is decided in one place, tests/dependencies.py (the test
-profiles, ``NAT_MM_TEST_PROFILE``): in the pinned venv a missing declared dependency fails.
-
 Without CUDA, Triton kernels run through Triton's interpreter: the flag must
 be set before the kernels are defined (nat_mm.ops.triton_na decorates them at
 import), so it is set here, before any test module imports nat_mm.
+
+Test profiles (``NAT_MM_TEST_PROFILE``, decided in one place: tests/environment.py): the
+default is the pinned stack of ``make setup``, where everything is installed and a missing
+package is an error. ``matrix`` is a venv of the torch matrix (``dev/torch_matrix.py``:
+torch, mmengine and the test extras only): there a test (or a test module) that fails to
+import the OpenMMLab stack (:data:`MATRIX_ABSENT`) is reported skipped, naming the module.
 
 Hypothesis profiles of the property tests (``tests/*/test_*_properties.py``),
 chosen with ``HYPOTHESIS_PROFILE`` (default ``ci``):
@@ -27,10 +30,11 @@ import pytest
 import torch
 from hypothesis import HealthCheck, Phase, settings
 
-from dependencies import absent_in_matrix, profile
-
 if not torch.cuda.is_available():
     os.environ.setdefault('TRITON_INTERPRET', '1')
+
+# tests/environment.py imports nat_mm: after the flag
+from environment import MATRIX_ABSENT, MATRIX_PROFILE, absent_in_matrix  # noqa: E402
 
 # Under pytest-xdist (make test runs one worker per core) each worker gets its share of the
 # cores: two workers each running torch's default of one thread per core would fight.
@@ -47,22 +51,28 @@ settings.register_profile('soak', max_examples=2200, **_COMMON)
 settings.load_profile(os.environ.get('HYPOTHESIS_PROFILE', 'ci'))
 
 
+if MATRIX_PROFILE:
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_make_collect_report(collector):
+        outcome = yield
+        report = outcome.get_result()
+        longrepr = str(report.longrepr or '')
+        module = next((name for name in MATRIX_ABSENT
+                       if f"No module named '{name}" in longrepr), None)
+        if report.failed and module:
+            report.outcome = 'skipped'
+            report.longrepr = (str(collector.path), 0,
+                               f'Skipped: needs {module} (not in a torch-matrix venv)')
 
-def pytest_configure(config):
-    profile()   # an unknown NAT_MM_TEST_PROFILE stops the run before any test
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    """In the ``matrix`` profile a test that imports a module of the absent OpenMMLab stack
-    is reported as skipped, naming the module (tests/dependencies.py)."""
-    outcome = yield
-    report = outcome.get_result()
-    module = absent_in_matrix(call.excinfo.value) if call.excinfo is not None else None
-    if module is not None and report.failed:
-        report.outcome = 'skipped'
-        report.longrepr = (str(item.path), (item.location[1] or 0) + 1,
-                           f'Skipped: {module} is not installed (NAT_MM_TEST_PROFILE=matrix)')
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(item, call):
+        outcome = yield
+        report = outcome.get_result()
+        module = absent_in_matrix(call.excinfo.value) if call.excinfo is not None else None
+        if report.failed and module:
+            report.outcome = 'skipped'
+            report.longrepr = (str(item.path), (item.location[1] or 0) + 1,
+                               f'Skipped: needs {module} (not in a torch-matrix venv)')
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -138,3 +148,4 @@ def assert_transformers_features():
         for output, expected in zip(outputs, data['feature_maps']):
             torch.testing.assert_close(output, expected, rtol=1e-9, atol=0)
     return check
+

@@ -6,6 +6,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+from environment import requires_stack
 from mmengine.registry import MODELS
 
 import nat_mm
@@ -37,6 +38,7 @@ def test_register_models_into_another_registry():
     assert registry.get('NAT') is nat_mm.NAT
 
 
+@requires_stack('mmdet', 'mmseg')
 def test_import_leaves_mmdet_mmseg_mmcv_out_and_both_registries_build_nat():
     """What ``custom_imports=dict(imports=['nat_mm'])`` in a config relies on."""
     output = run_python('''

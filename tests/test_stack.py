@@ -1,9 +1,12 @@
 """The test environment is complete: every test dependency setup.cfg declares is installed
 (so that no test of it can be skipped instead), the OpenMMLab stack is the pinned one with
 mmcv's compiled ops running on CPU, and the Triton backend runs here. What a missing piece
-does to the other tests: tests/dependencies.py (the ``matrix`` profile lacks the stack)."""
+does to the other tests: tests/environment.py (the ``matrix`` profile lacks the stack).
+
+The torch release is the one ``make setup`` installed: ``TORCH_VERSION`` when set (e.g. the
+torch 2.1 stack, ``TORCH_VERSION=2.1.2 VENV=.venv-torch2.1 make test``), else the default of
+scripts/torch_versions.txt; torchvision is its pair there."""
 import functools
-import importlib
 import importlib.metadata
 import os
 import subprocess
@@ -15,25 +18,29 @@ import pytest
 import torch
 from packaging.utils import canonicalize_name
 
-import dependencies
-from dependencies import declared_test_requirements, require_backend, require_module
+import environment
+from environment import (MATRIX_PROFILE, declared_test_requirements, require_backend,
+                         require_module)
 
+RELEASES = [line.split() for line in (Path(__file__).resolve().parents[1] / 'scripts' /
+                                      'torch_versions.txt').read_text().splitlines()
+            if line.strip() and not line.startswith('#')]
+TORCH_RELEASE = next(release for release in RELEASES
+                     if release[0] == os.environ.get('TORCH_VERSION', RELEASES[0][0]))
 PINNED_VERSIONS = {
-    'torch': '2.13.0',
+    'torch': TORCH_RELEASE[0],
+    'torchvision': TORCH_RELEASE[1],
     'mmcv': '2.1.0',
     'mmengine': '0.10.7',
     'mmdet': '3.3.0',
     'mmseg': '1.2.2',
+    'mmpretrain': '1.2.0',
 }
-#: What the torch matrix's venvs change: torch's version, and the OpenMMLab stack is absent.
-PINNED_IN_THE_PINNED_VENV_ONLY = {'torch', 'mmcv', 'mmdet', 'mmseg'}
 
 
+@pytest.mark.skipif(MATRIX_PROFILE, reason='a torch-matrix venv has another torch by design')
 @pytest.mark.parametrize('package, version', PINNED_VERSIONS.items())
 def test_pinned_versions(package, version):
-    if package in PINNED_IN_THE_PINNED_VENV_ONLY and dependencies.profile() == 'matrix':
-        pytest.skip(f'{package}: the torch matrix ({dependencies.PROFILE_ENV}=matrix) does not '
-                    'run the pinned venv\'s version')
     installed = require_module(package).__version__
     assert installed.split('+')[0] == version
 
@@ -53,9 +60,9 @@ def _installed_modules():
 def test_declared_test_dependency_is_installed_and_imports(requirement):
     """Missing or at a version setup.cfg does not accept: the run fails here (and in the tests
     that use it), whatever the profile: the matrix's venvs install the test extras too."""
-    problem = dependencies.requirement_problem(requirement)
+    problem = environment.requirement_problem(requirement)
     if problem is not None:
-        dependencies.missing(problem, absent_in_matrix=False)
+        environment.missing(problem, absent_in_matrix=False)
     modules = sorted(_installed_modules().get(canonicalize_name(requirement.name), []))
     assert modules, f'{requirement.name} is installed but provides no module'
     for module in modules:
@@ -182,7 +189,7 @@ def test_declared_requirements_honour_environment_markers(tmp_path):
 def test_a_missing_module_fails_but_the_stack_skips_in_the_matrix(monkeypatch, profile, module,
                                                                   outcome):
     """``None`` in sys.modules makes ``import`` fail as if the module were not installed."""
-    monkeypatch.setenv(dependencies.PROFILE_ENV, profile)
+    monkeypatch.setenv(environment.PROFILE_ENV, profile)
     monkeypatch.setitem(sys.modules, module, None)
     with pytest.raises(outcome.Exception) as error:
         require_module(module)
@@ -191,16 +198,15 @@ def test_a_missing_module_fails_but_the_stack_skips_in_the_matrix(monkeypatch, p
     if outcome is pytest.skip:
         assert message.endswith('(NAT_MM_TEST_PROFILE=matrix)')
     else:
-        assert message.endswith('the test environment is incomplete; run `bash '
-                                'scripts/setup_env.sh` (or `pip install -e ".[tests]"` in this '
-                                'venv); in a venv without the OpenMMLab stack set '
-                                'NAT_MM_TEST_PROFILE=matrix')
+        assert message.endswith('the test environment is incomplete; run `make setup` (or '
+                                '`pip install -e ".[tests]"` in this venv); in a torch-matrix '
+                                'venv without the OpenMMLab stack set NAT_MM_TEST_PROFILE=matrix')
 
 
 @pytest.mark.parametrize('profile, outcome', [('default', pytest.fail), ('matrix', pytest.skip)])
 def test_an_unavailable_triton_backend_skips_only_in_the_matrix(monkeypatch, profile, outcome):
     """Without TRITON_INTERPRET=1 Triton cannot run on a CPU (as with a Triton too old)."""
-    monkeypatch.setenv(dependencies.PROFILE_ENV, profile)
+    monkeypatch.setenv(environment.PROFILE_ENV, profile)
     monkeypatch.setenv('TRITON_INTERPRET', '0')
     with pytest.raises(outcome.Exception, match=(
             r"the 'triton' attention backend cannot run on cpu \(triton [^;]+; "
@@ -216,8 +222,8 @@ def test_an_unavailable_triton_backend_skips_only_in_the_matrix(monkeypatch, pro
     ('matrix', ImportError('cannot import name x from mmdet', name='mmdet'), None),
     ('default', ModuleNotFoundError("No module named 'mmdet'", name='mmdet'), None)])
 def test_which_import_errors_the_matrix_skips(monkeypatch, profile, error, skipped_for):
-    monkeypatch.setenv(dependencies.PROFILE_ENV, profile)
-    assert dependencies.absent_in_matrix(error) == skipped_for
+    monkeypatch.setenv(environment.PROFILE_ENV, profile)
+    assert environment.absent_in_matrix(error) == skipped_for
 
 
 def test_the_matrix_profile_reports_a_test_importing_the_stack_as_skipped(tmp_path):
@@ -242,7 +248,7 @@ def test_the_matrix_profile_reports_a_test_importing_the_stack_as_skipped(tmp_pa
          '-q', str(tmp_path / 'test_probe.py')], capture_output=True, text=True, timeout=300,
         cwd=tmp_path, env=dict(os.environ, NAT_MM_TEST_PROFILE='matrix',
                                PYTHONPATH=os.pathsep.join([str(tests), str(tests.parent)])))
-    assert 'SKIPPED [1] test_probe.py:6: mmdet is not installed (NAT_MM_TEST_PROFILE=matrix)' \
+    assert 'SKIPPED [1] test_probe.py:6: needs mmdet (not in a torch-matrix venv)' \
         in run.stdout, run.stdout
     assert '1 failed, 1 skipped' in run.stdout
     assert 'FAILED test_probe.py::test_uses_the_hub' in run.stdout

@@ -20,6 +20,7 @@ import json
 import numpy as np
 import torch
 
+from ..compat import require_export_support
 from .pooling import exportable_adaptive_pooling
 
 #: Dynamic exports accept heights and widths in [MIN_SIZE, MAX_SIZE]: at
@@ -44,6 +45,7 @@ def export_onnx(module, shape, path, dynamic=False, output_names=('output',), me
     Returns:
         ``path``.
     """
+    require_export_support('export_onnx')
     import onnx
     from torch.export import Dim
     height, width = shape

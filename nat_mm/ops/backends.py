@@ -5,7 +5,9 @@ Every backend lives in its own module of :mod:`nat_mm.ops` and exposes
 * ``na2d_<name>(query, key, value, kernel_size, dilation, rpb, scale, dropout_p)``,
   called by :func:`nat_mm.ops.na2d` with validated arguments (``scale``
   resolved; dropout applied exactly as passed), and
-* ``is_available(device_type) -> bool``, which never raises.
+* ``is_available(device_type) -> bool``, which never raises, and optionally
+  ``unavailable_reason(device_type) -> str | None``, which says why not (shown
+  in errors, and warned once when a default backend of a device is skipped).
 
 This module only names them (:data:`BACKENDS`, :data:`DEFAULT_ORDER`): it
 imports no backend, so the backends import :class:`BackendError` from here and

@@ -16,10 +16,12 @@ import warnings
 
 import torch
 
+from ..compat import is_exporting
 from .backends import BACKENDS, DEFAULT_ORDER, BackendError
 
 _chosen_backend = contextvars.ContextVar('nat_mm_na_backend', default=None)
 _failed = set()     # (backend, device type): raised BackendError once, skipped since
+_warned_unavailable = set()   # (backend, device type): warned once that it cannot run
 
 
 def _backend_module(name):
@@ -51,10 +53,18 @@ def available_backends(device=None):
                  if any(_backend_module(name).is_available(t) for t in types))
 
 
+def _unavailable_reason(name, device_type):
+    """Why backend ``name`` cannot run on ``device_type`` ('' when it does not say)."""
+    reason = getattr(_backend_module(name), 'unavailable_reason', None)
+    return (reason(device_type) or '') if reason and device_type else ''
+
+
 def _check_backend_name(name, device_type=None):
     if name not in BACKENDS or name not in available_backends(device_type):
         where = f' on {device_type}' if device_type else ''
         state = f'not available{where or " here"}' if name in BACKENDS else 'unknown'
+        reason = _unavailable_reason(name, device_type) if name in BACKENDS else ''
+        state += f' ({reason})' if reason else ''
         raise ValueError(
             f'na2d: backend {name!r} is {state}; available{where}: '
             f'{list(available_backends(device_type))} (all backends: {list(BACKENDS)})')
@@ -125,7 +135,7 @@ def _check_na2d_args(query, key, value, kernel_size, dilation, rpb):
 def exporting():
     """Whether a model is being exported (torch.export, which the dynamo ONNX
     exporter uses, or the TorchScript-based ONNX exporter)."""
-    return torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export()
+    return is_exporting() or torch.onnx.is_in_onnx_export()
 
 
 def _candidates(backend, device_type):
@@ -143,11 +153,22 @@ def _candidates(backend, device_type):
         _check_backend_name(backend, device_type)
         return (backend,), True
     order = DEFAULT_ORDER.get(device_type, DEFAULT_ORDER['*'])
-    names = [name for name in order if (name, device_type) not in _failed
-             and name in available_backends(device_type)]
+    available = available_backends(device_type)
+    names = [name for name in order if (name, device_type) not in _failed and name in available]
     if not names:
         raise ValueError(f'na2d: no backend can run on {device_type}; tried {list(order)}')
+    _warn_skipped_defaults(order[:order.index(names[0])], device_type, names[0])
     return names, False
+
+
+def _warn_skipped_defaults(skipped, device_type, used):
+    """One warning per (backend, device type) for a default backend that cannot run here."""
+    for name in skipped:
+        reason = _unavailable_reason(name, device_type)
+        if reason and (name, device_type) not in _warned_unavailable:
+            _warned_unavailable.add((name, device_type))
+            warnings.warn(f'nat_mm: the {name!r} neighbourhood-attention backend is off on '
+                          f'{device_type} ({reason}); using {used!r} instead')
 
 
 def na2d(query, key, value, kernel_size, dilation=1, rpb=None, scale=None, dropout_p=0.0,

@@ -72,6 +72,7 @@ import os
 import torch
 from torch.utils._python_dispatch import _disable_current_modes
 
+from ..compat import custom_fwd_bwd, triton_unusable_reason
 from .backends import BackendError
 from .common import dropout_seed
 
@@ -90,17 +91,26 @@ def launch_count():
     return _LAUNCHES[0]
 
 
-def is_available(device_type):
-    """True when Triton imports and can run kernels on ``device_type``: a
-    CUDA device, or CPU through Triton's interpreter (``TRITON_INTERPRET=1``
-    set before triton was imported)."""
-    if triton is None:
-        return False
+def unavailable_reason(device_type):
+    """Why the kernels cannot run on ``device_type`` here, or None when they can:
+    on a CUDA device, or on the CPU through Triton's interpreter
+    (``TRITON_INTERPRET=1`` set before triton was imported), with a Triton of
+    at least :data:`nat_mm.compat.MINIMUM_TRITON`."""
+    reason = triton_unusable_reason()
+    if reason is not None:
+        return reason
     if device_type == 'cuda':
-        return torch.cuda.is_available()
+        return None if torch.cuda.is_available() else 'no CUDA device'
     if device_type == 'cpu':
-        return os.environ.get('TRITON_INTERPRET') == '1' and _interpreted()
-    return False
+        if os.environ.get('TRITON_INTERPRET') == '1' and _interpreted():
+            return None
+        return 'on the CPU only through Triton\'s interpreter (TRITON_INTERPRET=1 before import)'
+    return f'no Triton target for {device_type}'
+
+
+def is_available(device_type):
+    """True when :func:`unavailable_reason` has no reason."""
+    return unavailable_reason(device_type) is None
 
 
 def _interpreted():
@@ -690,14 +700,12 @@ _FUNCTIONS = {}
 
 
 def _function(device_type):
-    """The autograd Function for ``device_type``: forward and backward under
-    torch.amp.custom_fwd / custom_bwd of that device (the backward runs in
-    the forward's autocast state)."""
+    """The autograd Function for ``device_type``; its backward runs in the
+    forward's autocast state (:func:`nat_mm.compat.custom_fwd_bwd`)."""
     if device_type not in _FUNCTIONS:
+        forward, backward = custom_fwd_bwd(_forward, _backward, device_type)
         _FUNCTIONS[device_type] = type(f'_TritonNA2D_{device_type}', (torch.autograd.Function,), {
-            'forward': staticmethod(torch.amp.custom_fwd(_forward, device_type=device_type)),
-            'backward': staticmethod(torch.amp.custom_bwd(_backward, device_type=device_type)),
-        })
+            'forward': staticmethod(forward), 'backward': staticmethod(backward)})
     return _FUNCTIONS[device_type]
 
 

@@ -16,6 +16,7 @@
 - :func:`add_measurement_arguments` / :func:`check_measurement_arguments`: the
   command-line options every benchmark tool shares (device, dtype, repeats,
   where CPU memory is measured).
+- :func:`attention_inputs`: the random q, k, v and rpb the attention benchmarks time.
 
 Only torch is needed.
 """
@@ -178,3 +179,13 @@ def check_measurement_arguments(parser, args):
     if args.device == 'cuda' and not torch.cuda.is_available():
         parser.error('--device cuda: CUDA is not available (torch '
                      f'{torch.__version__}); run on a GPU machine or use --device cpu')
+
+
+def attention_inputs(batch, heads, height, width, head_dim, kernel, device, dtype, seed=0):
+    """q, k, v: (B, heads, H, W, head_dim) ~ N(0, 1) and rpb (heads, 2K-1, 2K-1)
+    ~ N(0, 0.02^2), all in ``dtype`` on ``device``, requiring grad."""
+    gen = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(batch, heads, height, width, head_dim, generator=gen)
+               .to(device, dtype).requires_grad_() for _ in range(3))
+    rpb = torch.randn(heads, 2 * kernel - 1, 2 * kernel - 1, generator=gen) * 0.02
+    return q, k, v, rpb.to(device, dtype).requires_grad_()

@@ -9,10 +9,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from environment import requires_torch_export
 
 from nat_mm import NAT
 from nat_mm.deploy import (OnnxModel, build_deploy_model, export_onnx, max_differences,
                            random_image)
+
+pytestmark = requires_torch_export
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NARROW = dict(embed_dim=32, depths=(1, 2, 1, 1), num_heads=(1, 2, 4, 8), mlp_ratio=2.)

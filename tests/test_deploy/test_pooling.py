@@ -3,6 +3,7 @@ dynamic export that stays exact at sizes other than the example's."""
 import pytest
 import torch
 import torch.nn.functional as F
+from environment import requires_torch_export
 from torch import nn
 
 from nat_mm.deploy import OnnxModel, export_onnx, max_differences
@@ -29,6 +30,7 @@ def test_swapped_for_the_block_only():
 
 
 @pytest.mark.slow
+@requires_torch_export
 def test_a_dynamic_export_pools_correctly_at_other_sizes(tmp_path):
     # stride 32 then 6x6 cells: at 97x131 the map is 4x5, smaller than the output
     model = nn.Sequential(nn.Conv2d(3, 4, 3, stride=32, padding=1),

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dependencies import require_module
+from environment import require_module
 from nat_mm import NAT
 from nat_mm.ops import na2d_reference
 

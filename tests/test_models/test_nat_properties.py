@@ -16,7 +16,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dependencies import require_backend
+from environment import require_backend
 from nat_mm import NAT
 from nat_mm.ops import available_backends, export, na_backend, triton_na
 from nat_mm.ops.reference import window_1d

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch.export import Dim
+from environment import requires_torch_export
 
 from nat_mm.ops import NeighborhoodAttention2D, na2d, na2d_reference, na_backend
 from nat_mm.ops.export import TILE
@@ -56,6 +56,7 @@ class _Attention(torch.nn.Module):
         return na2d(q, k, v, self.kernel, self.dilation, self.rpb, backend=self.backend)
 
 
+@requires_torch_export
 def test_exporting_selects_the_export_backend_even_inside_a_csr_context():
     """The CPU default (CSR: sparse tensors, torch.compiler.disable) cannot be
     traced; while exporting na2d must use 'export', whatever the context."""
@@ -69,17 +70,20 @@ def test_exporting_selects_the_export_backend_even_inside_a_csr_context():
     torch.testing.assert_close(program.module()(qkv), module(qkv), atol=1e-5, rtol=1e-5)
 
 
+@requires_torch_export
 def test_an_explicit_untraceable_backend_is_refused_while_exporting():
     with pytest.raises(ValueError, match="backend 'csr' cannot be exported.*backend=None"):
         torch.export.export(_Attention(3, 1, backend='csr').eval(),
                             (torch.randn(3, 1, 2, 8, 8, 4),))
 
 
+@requires_torch_export
 def test_one_dynamic_program_serves_sizes_at_and_above_the_window():
     """torch.export with symbolic H, W from kernel * dilation up: the windows
     are computed from the symbolic sizes."""
     torch.manual_seed(0)
     module = NeighborhoodAttention2D(16, 2, kernel_size=5, dilation=2).eval()
+    from torch.export import Dim
     program = torch.export.export(
         module, (torch.randn(1, 14, 23, 16),),
         dynamic_shapes={'x': {1: Dim('height', min=10, max=512),
@@ -90,6 +94,7 @@ def test_one_dynamic_program_serves_sizes_at_and_above_the_window():
             torch.testing.assert_close(program.module()(x), module(x), atol=1e-5, rtol=1e-5)
 
 
+@requires_torch_export
 @pytest.mark.slow
 def test_one_onnx_file_serves_sizes_below_and_above_the_window(tmp_path):
     """ONNX (dynamo exporter) with symbolic H, W down to 1: maps smaller than
@@ -97,6 +102,7 @@ def test_one_onnx_file_serves_sizes_below_and_above_the_window(tmp_path):
     mode. (Plain torch.export refuses a range spanning the window size: the
     size checks become guards it cannot prove; the ONNX exporter defers them.)"""
     import onnxruntime as ort
+    from torch.export import Dim
     torch.manual_seed(0)
     module = NeighborhoodAttention2D(16, 2, kernel_size=5, dilation=2).eval()
     path = str(tmp_path / 'attention.onnx')

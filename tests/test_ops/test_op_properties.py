@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dependencies import require_backend
+from environment import require_backend
 from nat_mm.ops import NeighborhoodAttention2D, available_backends, na2d, na2d_reference, na_backend
 
 KERNELS = (3, 5, 7, 9, 11, 13)

@@ -7,7 +7,7 @@ import functools
 import pytest
 import torch
 
-from dependencies import require_backend
+from environment import require_backend
 from na_testing import bad_na2d_calls, load_golden
 from nat_mm.ops import available_backends, functional, na2d, na2d_reference, triton_na
 from nat_mm.ops.reference import window_1d

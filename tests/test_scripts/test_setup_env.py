@@ -29,7 +29,7 @@ def _plan(tmp_path, **env):
     completed process after checking that nothing was created."""
     venv = tmp_path / 'venv'
     full_env = {k: v for k, v in os.environ.items()
-                if k not in ('NAT_MM_DEVICE', 'CUDA_HOME', 'TORCH_CUDA_ARCH_LIST',
+                if k not in ('NAT_MM_DEVICE', 'CUDA_HOME', 'TORCH_CUDA_ARCH_LIST', 'TORCH_VERSION',
                              'TORCH_INDEX_URL', 'MAX_JOBS', 'TORCH_PIP_ISOLATED')}
     full_env.update(VENV=str(venv), MAX_JOBS='3', **env)
     result = subprocess.run(['bash', 'scripts/setup_env.sh', '--print-plan'], cwd=ROOT,
@@ -38,19 +38,51 @@ def _plan(tmp_path, **env):
     return result
 
 
-def test_cpu_plan_installs_the_cpu_build_through_the_site_configuration(tmp_path):
-    result = _plan(tmp_path, NAT_MM_DEVICE='cpu')
+def _constraints(lines):
+    """The pins of the plan's constraints line."""
+    line = next(line for line in lines if line.split()[1] == 'constraints:')
+    return line.split()[2:]
+
+
+def test_cpu_plan_installs_pypi_torch_and_torchvision_and_builds_mmcv_per_torch(tmp_path):
+    result = _plan(tmp_path, NAT_MM_DEVICE='cpu', NAT_MM_WHEEL_CACHE=str(tmp_path / 'wheels'))
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith('[plan] device: cpu (NAT_MM_DEVICE=cpu)')
-    torch_line = next(line for line in lines if 'torch==2.13.0' in line)
-    assert 'pip install' in torch_line and '--isolated' not in torch_line
-    mmcv_line = next(line for line in lines if 'mmcv==2.1.0' in line)
-    assert mmcv_line.split()[1:] == ['MAX_JOBS=3', f'{tmp_path}/venv/bin/python', '-m', 'pip',
-                                     'install', '--quiet', '--no-build-isolation', 'mmcv==2.1.0']
+    # PyPI's pair (the site configuration's +cpu torch has no torchvision that loads with it)
+    torch_line = next(line for line in lines if 'torch==2.13.0' in line and '-m pip' in line)
+    assert '-m pip --isolated install' in torch_line
+    assert torch_line.split()[-2:] == ['torch==2.13.0', 'torchvision==0.28.0']
+    assert {'torch==2.13.0', 'torchvision==0.28.0', 'mmcv==2.1.0', 'mmpretrain==1.2.0'} <= set(
+        _constraints(lines))
+    wheel_dir = f'{tmp_path}/wheels/torch2.13.0-cpu'
+    build = next(line for line in lines if 'pip wheel' in line).split()
+    assert build[1:3] == ['MAX_JOBS=3', f'{tmp_path}/venv/bin/python']
+    assert build[-3:] == ['-w', wheel_dir, 'mmcv==2.1.0'] and '--no-build-isolation' in build
+    assert any(line.endswith(f'--no-deps {wheel_dir}/mmcv-2.1.0-*.whl') for line in lines)
     assert 'FORCE_CUDA' not in result.stdout and 'CUDA_HOME' not in result.stdout
     assert [line.split()[1] for line in lines if line.split()[1].endswith('/6')] == [
         f'{i}/6' for i in range(1, 7)]
+
+
+def test_older_torch_release_gets_its_torchvision_numpy_and_own_mmcv_wheel(tmp_path):
+    result = _plan(tmp_path, NAT_MM_DEVICE='cpu', TORCH_VERSION='2.1.2',
+                   NAT_MM_WHEEL_CACHE=str(tmp_path / 'wheels'))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    torch_line = next(line for line in lines if 'torch==2.1.2' in line and '-m pip' in line)
+    assert torch_line.split()[-3:] == ['torch==2.1.2', 'torchvision==0.16.2', 'numpy<2']
+    assert {'torch==2.1.2', 'torchvision==0.16.2', 'numpy<2'} <= set(_constraints(lines))
+    assert 'torch==2.13.0' not in result.stdout
+    assert f'-w {tmp_path}/wheels/torch2.1.2-cpu mmcv==2.1.0' in result.stdout
+
+
+def test_unknown_torch_release_is_refused_with_the_known_ones(tmp_path):
+    result = _plan(tmp_path, TORCH_VERSION='2.0.1')
+    assert result.returncode == 1 and result.stdout == ''
+    message = result.stderr.strip()
+    assert message.startswith('[setup] ERROR: TORCH_VERSION=2.0.1 is not one of the releases')
+    assert '2.13.0, 2.1.2' in message and 'scripts/torch_versions.txt' in message
 
 
 def test_cuda_plan_builds_mmcv_with_the_toolkit_and_torch_cuda_build(tmp_path):
@@ -61,10 +93,9 @@ def test_cuda_plan_builds_mmcv_with_the_toolkit_and_torch_cuda_build(tmp_path):
     lines = result.stdout.splitlines()
     assert lines[0].startswith('[plan] device: cuda (NAT_MM_DEVICE=cuda)')
     assert f'nvcc 13.0 in CUDA_HOME={toolkit} matches torch\'s CUDA 13.0' in lines[1]
-    torch_line = next(line for line in lines if 'torch==2.13.0' in line)
+    torch_line = next(line for line in lines if 'torch==2.13.0' in line and '-m pip' in line)
     # the site's pip configuration (find-links holding a +cpu wheel) is ignored for torch
-    assert '-m pip --isolated install' in torch_line
-    assert f'-c {ROOT}/scripts/constraints.txt' in torch_line
+    assert '-m pip --isolated install' in torch_line and ' -c ' in torch_line
     build = next(line for line in lines if 'pip wheel' in line).split()
     wheel_dir = f'{tmp_path}/wheels/torch2.13.0-cu13.0-sm8.0_9.0'
     assert build[1:5] == [f'CUDA_HOME={toolkit}', 'FORCE_CUDA=1', 'TORCH_CUDA_ARCH_LIST=8.0;9.0',
@@ -81,7 +112,8 @@ def test_cuda_plan_follows_a_cuda_12_index(tmp_path):
     result = _plan(tmp_path, NAT_MM_DEVICE='cuda', CUDA_HOME=str(toolkit),
                    TORCH_INDEX_URL='https://example.invalid/whl/cu126', TORCH_PIP_ISOLATED='0')
     assert result.returncode == 0, result.stderr
-    torch_line = next(line for line in result.stdout.splitlines() if 'torch==2.13.0' in line)
+    torch_line = next(line for line in result.stdout.splitlines()
+                      if 'torch==2.13.0' in line and '-m pip' in line)
     assert '--isolated' not in torch_line
     assert '--extra-index-url https://example.invalid/whl/cu126' in torch_line
     assert "matches torch's CUDA 12.6" in result.stdout

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dependencies import require_module
+from environment import require_module
 from nat_mm.utils import profiling
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dependencies import require_module
+from environment import require_module
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TOOL = 'analysis_tools/browse_dataset'

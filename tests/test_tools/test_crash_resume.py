@@ -26,7 +26,7 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from dependencies import require_module
+from environment import require_module
 from nat_mm.launch.hooks import RNG_STATE_KEY
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -10,11 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from environment import requires_torch_export
 from mmengine.config import Config
 from PIL import Image
 
 from nat_mm.deploy import (MIN_SIZE, OnnxModel, build_deploy_model, max_differences,
                            random_image)
+
+pytestmark = requires_torch_export
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NARROW_ARCH = dict(_delete_=True, embed_dim=32, depths=(1, 2, 1, 1), num_heads=(1, 2, 4, 8),

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dependencies import require_module
+from environment import require_module
 from nat_mm.models.presets import PUBLISHED_CHECKPOINTS
 from nat_mm.models.transformers_layout import nat_arguments
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dependencies import require_backend, require_module
+from environment import require_backend, require_module
 from nat_mm.ops import triton_report
 
 # this Triton runs the kernels here (a CPU: through its interpreter) and compiles for NVIDIA

@@ -29,6 +29,13 @@ from nat_mm.utils.torch_load import HISTORY_BUFFER_STATISTICS
 
 ITERS_BEFORE_RESUME = 4
 TOTAL_ITERS = 8
+#: torch 2.1-2.3 have no weights-only allow list: MMEngine checkpoints load unrestricted there.
+needs_allow_list = pytest.mark.skipif(
+    not hasattr(torch.serialization, 'get_unsafe_globals_in_checkpoint'),
+    reason=f'torch {torch.__version__} has no weights-only allow list to inspect '
+           '(torch.serialization.add_safe_globals / get_unsafe_globals_in_checkpoint)')
+#: torch.load's default became weights_only=True in torch 2.6.
+LOADS_WEIGHTS_ONLY_BY_DEFAULT = tuple(map(int, torch.__version__.split('.')[:2])) >= (2, 6)
 
 
 class ToyDataset(Dataset):
@@ -153,6 +160,7 @@ def without_allow_list():
     torch.serialization.add_safe_globals(saved)
 
 
+@needs_allow_list
 def test_checkpoint_holds_what_needs_the_allow_list(checkpoint_path):
     checkpoint = torch.load(checkpoint_path, weights_only=True)
     assert isinstance(checkpoint['message_hub']['log_scalars']['train/loss'], HistoryBuffer)
@@ -162,6 +170,7 @@ def test_checkpoint_holds_what_needs_the_allow_list(checkpoint_path):
     assert torch.serialization.get_unsafe_globals_in_checkpoint(checkpoint_path) == []
 
 
+@needs_allow_list
 def test_plain_weights_only_load_fails_without_allow_list(checkpoint_path, without_allow_list):
     unsafe = set(torch.serialization.get_unsafe_globals_in_checkpoint(checkpoint_path))
     assert 'mmengine.logging.history_buffer.HistoryBuffer' in unsafe
@@ -171,6 +180,7 @@ def test_plain_weights_only_load_fails_without_allow_list(checkpoint_path, witho
         torch.load(checkpoint_path, weights_only=True)
 
 
+@needs_allow_list
 def test_mmdet_and_mmseg_dataset_meta_needs_no_extra_globals(without_allow_list):
     """The runner saves the train dataset's metainfo into the checkpoint."""
     from mmdet.datasets import CocoDataset
@@ -181,6 +191,7 @@ def test_mmdet_and_mmseg_dataset_meta_needs_no_extra_globals(without_allow_list)
     assert torch.load(buffer, weights_only=True) == {'meta': metas}
 
 
+@needs_allow_list
 def test_weights_only_load_equals_unrestricted_load(checkpoint_path):
     safe = torch.load(checkpoint_path, weights_only=True)
     full = torch.load(checkpoint_path, weights_only=False)
@@ -230,6 +241,7 @@ def _torch_saved_bytes(obj, legacy=False):
     return buffer.getvalue()
 
 
+@needs_allow_list
 @pytest.mark.parametrize('module', ['numpy.core.multiarray', 'numpy._core.multiarray'])
 def test_numpy_1_and_2_module_paths_load(module):
     """numpy 1 pickles ``numpy.core.multiarray.*``, numpy 2 ``numpy._core...``;
@@ -246,6 +258,7 @@ def test_numpy_1_and_2_module_paths_load(module):
     np.testing.assert_array_equal(loaded['array'], np.arange(3.0))
 
 
+@needs_allow_list
 def test_importing_nat_mm_installs_the_allow_list():
     code = ('import torch, nat_mm; '
             'print(*[entry[1] for entry in torch.serialization.get_safe_globals() '
@@ -255,6 +268,7 @@ def test_importing_nat_mm_installs_the_allow_list():
     assert {name for _, name in mmengine_checkpoint_globals()} <= set(result.stdout.split())
 
 
+@needs_allow_list
 def test_allow_list_is_idempotent():
     before = set(torch.serialization.get_safe_globals())
     allow_mmengine_checkpoints()
@@ -292,6 +306,7 @@ class GetsOtherHistoryBufferAttribute:
         return getattr, (HistoryBuffer, 'update')
 
 
+@needs_allow_list
 @pytest.mark.parametrize('payload, message', [
     (ArbitraryObject(), 'ArbitraryObject'),
     (CallsEval(), 'eval'),
@@ -300,6 +315,9 @@ class GetsOtherHistoryBufferAttribute:
 ])
 @pytest.mark.parametrize('explicit', [True, False], ids=['weights_only=True', 'default'])
 def test_allow_list_keeps_refusing_other_globals(payload, message, explicit):
+    if not explicit and not LOADS_WEIGHTS_ONLY_BY_DEFAULT:
+        pytest.skip(f'torch {torch.__version__} loads unrestricted by default (weights-only '
+                    'from torch 2.6 on)')
     data = io.BytesIO(_torch_saved_bytes({'meta': {}, 'payload': payload}))
     kwargs = dict(weights_only=True) if explicit else {}
     with pytest.raises(pickle.UnpicklingError, match=message):

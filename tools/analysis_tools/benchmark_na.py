@@ -31,9 +31,10 @@ import torch
 
 from nat_mm.ops import available_backends, na2d, na2d_reference, na_backend
 from nat_mm.ops.backends import DEFAULT_ORDER
-from nat_mm.utils.profiling import (add_measurement_arguments, check_measurement_arguments,
-                                    device_name, interleaved_medians,
-                                    peak_memory_in_fresh_process, timer_name)
+from nat_mm.utils.profiling import (add_measurement_arguments, attention_inputs,
+                                    check_measurement_arguments, device_name,
+                                    interleaved_medians, peak_memory_in_fresh_process,
+                                    timer_name)
 from nat_mm.utils.profiling import peak_memory as measure_peak
 
 IMPLEMENTATIONS = {'fast': na2d, 'reference': na2d_reference}
@@ -51,12 +52,7 @@ CASES = {
 def make_inputs(case, device, dtype, seed=0):
     """q, k, v: (B, heads, H, W, head_dim) and rpb (heads, 2K-1, 2K-1), all in ``dtype``
     (a model cast to ``dtype``; the reference needs one dtype), on ``device``, requiring grad."""
-    batch, heads, height, width, head_dim, kernel, _ = CASES[case]
-    gen = torch.Generator().manual_seed(seed)
-    q, k, v = (torch.randn(batch, heads, height, width, head_dim, generator=gen)
-               .to(device, dtype).requires_grad_() for _ in range(3))
-    rpb = torch.randn(heads, 2 * kernel - 1, 2 * kernel - 1, generator=gen) * 0.02
-    return q, k, v, rpb.to(device, dtype).requires_grad_()
+    return attention_inputs(*CASES[case][:6], device, dtype, seed)
 
 
 def run_once(impl, case, inputs, backward):

@@ -24,6 +24,7 @@ import os.path as osp
 import torch
 
 
+from nat_mm.compat import require_export_support
 from nat_mm.deploy import (OnnxModel, build_deploy_model, export_onnx,
                            max_differences, random_image)
 from nat_mm.utils.profiling import interleaved_medians
@@ -58,6 +59,10 @@ def main(argv=None):
     """Returns dict(out=the .onnx path, rows=[dict(shape, max_abs_diff, max_rel_diff,
     eager_s, onnxrt_s) per compared size])."""
     args = parse_args(argv)
+    try:
+        require_export_support('tools/deployment/export_onnx.py')
+    except RuntimeError as exc:
+        raise SystemExit(str(exc)) from None   # before the model is built: one line
     if args.check_shape and not args.dynamic:
         raise SystemExit('--check-shape needs --dynamic: a static export runs at --shape only')
     out = args.out or osp.splitext(osp.basename(args.config))[0] + '.onnx'

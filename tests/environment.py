@@ -1,53 +1,73 @@
-"""What a test may find missing, and what happens then: the one place that decides.
+"""What the environment a test runs in has, and what a test does when something is missing:
+the one place that decides.
 
-``NAT_MM_TEST_PROFILE`` names the environment the suite runs in:
+Profiles (``NAT_MM_TEST_PROFILE``):
 
-- ``default`` (unset): the pinned venv of ``scripts/setup_env.sh``. Every test dependency
-  declared in setup.cfg's ``tests`` extra (environment markers honoured), the OpenMMLab stack
-  (mmcv, mmdet, mmseg) and a Triton that runs nat_mm's kernels are part of it: a test that
-  needs one that is missing *fails*, naming it and the fix. Only CUDA-only tests skip here
-  (no GPU).
-- ``matrix``: the torch matrix's venvs (one torch version each, with mmengine and nat_mm's
-  test extras only). The OpenMMLab stack (:data:`MATRIX_ABSENT`) is not installed there, and
-  the Triton that an old torch pins may be too old for nat_mm's kernels (the ``triton``
-  backend then reports itself unavailable): the tests that need those skip, with a reason
-  naming what is absent. A missing declared test dependency still fails.
+- ``default`` (unset): the pinned stack of ``make setup``. Every test dependency declared in
+  setup.cfg's ``tests`` extra (environment markers honoured), the OpenMMLab stack and a
+  Triton that runs nat_mm's kernels are part of it: a test that needs one that is missing
+  *fails*, naming it and the fix (tests/test_stack.py checks them all). Only tests of the
+  other kind of machine skip (CUDA-only ones without CUDA, CPU-only ones with it).
+- ``matrix``: a venv of the torch matrix (``dev/torch_matrix.py``: an older or newer torch,
+  mmengine and the test extras only). There the tests that need the OpenMMLab stack
+  (:data:`MATRIX_ABSENT`), a Triton that runs nat_mm's kernels (an old torch pins an older
+  one: the ``triton`` backend reports itself unavailable) or a torch feature newer than the
+  release skip and say what is missing. A missing test extra still fails.
 
-Tests call :func:`require_module` / :func:`require_backend` (at module level too);
-tests/conftest.py turns, in the ``matrix`` profile only, a ``ModuleNotFoundError`` of a
-:data:`MATRIX_ABSENT` module raised inside any test into such a skip, so that the tests that
-import the stack where they use it need no guard of their own.
+Tests call :func:`require_module` / :func:`require_backend` (at module level too) or use the
+marks below; tests/conftest.py reports, in the ``matrix`` profile only, a test or a test
+module that fails to import a :data:`MATRIX_ABSENT` module as skipped (:func:`absent_in_matrix`),
+so that tests importing the stack where they use it need no guard of their own.
 """
 import configparser
 import importlib
 import importlib.metadata
+import importlib.util
 import os
 from pathlib import Path
 
 import pytest
+import torch
 from packaging.requirements import Requirement
+
+from nat_mm.compat import can_detect_export
 
 PROFILE_ENV = 'NAT_MM_TEST_PROFILE'
 PROFILES = ('default', 'matrix')
-#: Top-level modules the torch matrix's venvs do not install -> the pip package to install.
+#: Not installed in a torch-matrix venv, by design: module -> the pip package that has it.
 MATRIX_ABSENT = {'mmcv': 'mmcv', 'mmdet': 'mmdet', 'mmseg': 'mmsegmentation',
-                 'mmpretrain': 'mmpretrain'}
-#: Test dependencies whose version torch pins in the matrix's venvs (torch 2.1 ships
-#: Triton 2.1): there an older one than setup.cfg declares is expected.
-MATRIX_OLDER = {'triton'}
-#: How to install what the pinned venv lacks.
-FIX = ('run `bash scripts/setup_env.sh` (or `pip install -e ".[tests]"` in this venv); '
-       f'in a venv without the OpenMMLab stack set {PROFILE_ENV}=matrix')
+                 'mmpretrain': 'mmpretrain', 'torchvision': 'torchvision'}
+#: How to complete the pinned venv.
+FIX = ('run `make setup` (or `pip install -e ".[tests]"` in this venv); in a torch-matrix '
+       f'venv without the OpenMMLab stack set {PROFILE_ENV}=matrix')
 SETUP_CFG = Path(__file__).resolve().parents[1] / 'setup.cfg'
 
 
 def profile():
-    """The profile named by ``NAT_MM_TEST_PROFILE`` (``default`` when unset)."""
+    """The profile ``NAT_MM_TEST_PROFILE`` names (``default`` when unset)."""
     name = os.environ.get(PROFILE_ENV) or 'default'
     if name not in PROFILES:
         raise pytest.UsageError(f'{PROFILE_ENV}={name!r} is not a test profile: set it to one '
                                 f'of {", ".join(PROFILES)} or leave it unset (default)')
     return name
+
+
+MATRIX_PROFILE = profile() == 'matrix'
+
+#: Exporting nat_mm (torch.export, ONNX) needs torch.compiler.is_exporting (torch 2.7+).
+requires_torch_export = pytest.mark.skipif(
+    not can_detect_export(),
+    reason=f'torch {torch.__version__} cannot tell nat_mm that it is exporting '
+           '(torch.compiler.is_exporting, torch 2.7+): export tests need a newer torch')
+
+
+def requires_stack(*modules):
+    """Skip mark for a test that needs ``modules`` of :data:`MATRIX_ABSENT` in a way the
+    conftest cannot see (e.g. in a subprocess): skips in the matrix profile when one is
+    missing; in the default profile it never skips (a missing module fails the test)."""
+    missing = [name for name in modules if importlib.util.find_spec(name) is None]
+    return pytest.mark.skipif(MATRIX_PROFILE and bool(missing),
+                              reason=f'needs {", ".join(missing)} (not in a torch-matrix venv)')
 
 
 def declared_test_requirements(setup_cfg=SETUP_CFG):
@@ -62,15 +82,12 @@ def declared_test_requirements(setup_cfg=SETUP_CFG):
 
 
 def requirement_problem(requirement):
-    """None when ``requirement`` is installed at a version it accepts, else what is wrong
-    (one line). In the ``matrix`` profile an older :data:`MATRIX_OLDER` package is accepted."""
+    """None when ``requirement`` is installed at a version it accepts, else what is wrong."""
     try:
         version = importlib.metadata.version(requirement.name)
     except importlib.metadata.PackageNotFoundError:
         return f'{requirement.name} is not installed (setup.cfg declares {requirement})'
     if requirement.specifier.contains(version, prereleases=True):
-        return None
-    if profile() == 'matrix' and requirement.name in MATRIX_OLDER:
         return None
     return f'{requirement.name} {version} is installed, setup.cfg declares {requirement}'
 
@@ -96,7 +113,7 @@ def require_module(name):
 def require_backend(name, device_type):
     """The attention backend ``name`` must run on ``device_type`` here (``triton`` on the
     CPU: through Triton's interpreter, which tests/conftest.py switches on). In the
-    ``matrix`` profile an unavailable ``triton`` skips, naming the installed Triton."""
+    ``matrix`` profile an unavailable ``triton`` skips, naming the Triton it found."""
     from nat_mm.ops import available_backends
     if name in available_backends(device_type):
         return
@@ -111,9 +128,9 @@ def require_backend(name, device_type):
 
 
 def absent_in_matrix(error):
-    """The absent module a ``ModuleNotFoundError`` names, when it is one the ``matrix``
-    profile lacks and that profile is on; else None. (MMEngine's Config raises one without a
-    name for the package of a ``package::path`` base config: "<pip name> is not installed".)"""
+    """The :data:`MATRIX_ABSENT` module whose absence raised ``error`` when the ``matrix``
+    profile is on, else None. (MMEngine's Config raises a ModuleNotFoundError without a name
+    for the package of a ``package::path`` base config: "<pip name> is not installed".)"""
     if profile() != 'matrix' or not isinstance(error, ModuleNotFoundError):
         return None
     top = (error.name or '').split('.')[0]

@@ -1,0 +1,99 @@
+"""The torch and Triton features nat_mm uses that are newer than its minimum torch.
+
+nat_mm runs on every torch from :data:`MINIMUM_TORCH` on. Each feature newer
+than that is looked up here once, by its presence (never by a version
+string), and every module calls it through this file; what a missing feature
+costs is said where it is used:
+
+* ``torch.compiler.is_exporting`` tells :func:`nat_mm.na2d` that
+  ``torch.export`` is tracing it. Without it an export cannot be detected, so
+  exporting (:mod:`nat_mm.deploy`) needs it (:func:`require_export_support`).
+* ``torch.amp.custom_fwd(device_type=...)`` runs the Triton backend's backward
+  in its forward's autocast state on any device; older torch has it for CUDA
+  only (``torch.cuda.amp``).
+* the Triton release the fused kernels are written for
+  (:data:`MINIMUM_TRITON`); torch 2.1-2.5 bring an older one, and CUDA then
+  uses the next backend (:func:`triton_unusable_reason`).
+"""
+import re
+
+import torch
+
+#: The oldest torch the suite passes on (``make test-torch TORCH=...``, docs/environments.md).
+MINIMUM_TORCH = (2, 1)
+#: The oldest Triton the fused kernels are tested with (the torch matrix, docs/environments.md).
+MINIMUM_TRITON = (3, 3)
+
+
+def _release(version):
+    """(major, minor) of a version string such as '2.1.2+cu121' or '3.0.0rc1'."""
+    match = re.match(r'(\d+)\.(\d+)', version)
+    return (int(match[1]), int(match[2])) if match else (0, 0)
+
+
+def check_torch_version(version=None):
+    """Raises ImportError naming the installed and the minimum torch when the
+    installed one (or ``version``) is older than :data:`MINIMUM_TORCH`."""
+    version = version or torch.__version__
+    if _release(version) < MINIMUM_TORCH:
+        minimum = '.'.join(map(str, MINIMUM_TORCH))
+        raise ImportError(
+            f'nat_mm needs torch >= {minimum}, but torch {version} is installed: '
+            f'upgrade torch (pip install "torch>={minimum}")')
+
+
+_is_exporting = getattr(getattr(torch, 'compiler', None), 'is_exporting', None)
+
+
+def can_detect_export():
+    """Whether this torch tells a traced function that ``torch.export`` runs it."""
+    return _is_exporting is not None
+
+
+def is_exporting():
+    """True while ``torch.export`` traces the caller (False where torch cannot say)."""
+    return _is_exporting is not None and _is_exporting()
+
+
+def require_export_support(what='export'):
+    """Raises RuntimeError naming the missing feature when this torch cannot export nat_mm."""
+    if not can_detect_export():
+        raise RuntimeError(
+            f'{what}: nat_mm exports through torch.export, which must tell the attention that it '
+            f'is being exported (torch.compiler.is_exporting); torch {torch.__version__} lacks it. '
+            'Export with torch >= 2.7 (e.g. in a separate environment: the exported file runs '
+            'anywhere ONNX Runtime does)')
+
+
+def custom_fwd_bwd(forward, backward, device_type):
+    """(forward, backward) of an autograd Function, wrapped so that the backward
+    runs in the forward's autocast state on ``device_type``."""
+    amp = getattr(torch, 'amp', None)
+    if hasattr(amp, 'custom_fwd'):
+        return (amp.custom_fwd(forward, device_type=device_type),
+                amp.custom_bwd(backward, device_type=device_type))
+    if device_type == 'cuda':
+        return torch.cuda.amp.custom_fwd(forward), torch.cuda.amp.custom_bwd(backward)
+    return forward, backward   # older torch has no CPU autocast hooks for Functions
+
+
+def triton_version():
+    """The importable Triton's version string, or None."""
+    try:
+        import triton
+    except ImportError:
+        return None
+    return triton.__version__
+
+
+def triton_unusable_reason(version=None):
+    """Why the fused Triton kernels cannot run with the importable Triton (or
+    Triton ``version``), or None when they can."""
+    version = version or triton_version()
+    if version is None:
+        return 'Triton is not installed'
+    if _release(version) < MINIMUM_TRITON:
+        minimum = '.'.join(map(str, MINIMUM_TRITON))
+        return (f'Triton {version} is older than {minimum}, the oldest Triton '
+                'the fused kernels are tested with (docs/gpu.md: which torch brings which Triton)')
+    return None
