@@ -182,8 +182,8 @@ def _assert_bad_pixel_reaches_its_receptive_field(backend, data, kernel, dilatio
                                      if name != 'triton'])
 @_share(SHARE)
 @BAD_PIXEL_CASES
-def test_a_bad_pixel_reaches_only_its_receptive_field_at_stage_1(backend, data, kernel,
-                                                                  dilations, bad, seed):
+def test_a_bad_pixel_reaches_only_its_receptive_field_at_stage_1(
+        backend, data, kernel, dilations, bad, seed):
     _assert_bad_pixel_reaches_its_receptive_field(backend, data, kernel, dilations, bad, seed)
 
 
@@ -191,8 +191,8 @@ def test_a_bad_pixel_reaches_only_its_receptive_field_at_stage_1(backend, data, 
                     'interpreted: tests/test_ops/test_triton_na.py runs it on the GPU')
 @_share(TRITON_SHARE)
 @BAD_PIXEL_CASES
-def test_a_bad_pixel_reaches_its_receptive_field_and_tiles_with_triton(data, kernel, dilations,
-                                                                        bad, seed):
+def test_a_bad_pixel_reaches_its_receptive_field_and_tiles_with_triton(
+        data, kernel, dilations, bad, seed):
     """Triton's interpreter costs per operation: fewer examples, half with the GPU's tiles."""
     require_backend('triton', 'cpu')
     _assert_bad_pixel_reaches_its_receptive_field('triton', data, kernel, dilations, bad, seed)
