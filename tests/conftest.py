@@ -1,15 +1,15 @@
-"""Shared by every test: the Triton interpreter flag, the Hypothesis profiles, and the one
-way to load a script of tools/ (or dev/).
+"""Shared by every test: the Triton interpreter flag, the Hypothesis profiles, the one
+way to load a script of tools/ (or dev/), and the skips of the torch matrix's profile.
 
 Without CUDA, Triton kernels run through Triton's interpreter: the flag must
 be set before the kernels are defined (nat_mm.ops.triton_na decorates them at
 import), so it is set here, before any test module imports nat_mm.
 
-Test profiles (``NAT_MM_TEST_PROFILE``): the default is the pinned stack of
-``make setup``, where everything is installed and a missing package is an error. ``matrix``
-is a venv of the torch matrix (``dev/torch_matrix.py``: torch, mmengine and the test
-extras only): there a test that needs the OpenMMLab stack (:data:`MATRIX_ABSENT`) fails to
-import it, and is reported skipped, naming the module (tests/environment.py).
+Test profiles (``NAT_MM_TEST_PROFILE``, decided in one place: tests/environment.py): the
+default is the pinned stack of ``make setup``, where everything is installed and a missing
+package is an error. ``matrix`` is a venv of the torch matrix (``dev/torch_matrix.py``:
+torch, mmengine and the test extras only): there a test (or a test module) that fails to
+import the OpenMMLab stack (:data:`MATRIX_ABSENT`) is reported skipped, naming the module.
 
 Hypothesis profiles of the property tests (``tests/*/test_*_properties.py``),
 chosen with ``HYPOTHESIS_PROFILE`` (default ``ci``):
@@ -33,7 +33,8 @@ from hypothesis import HealthCheck, Phase, settings
 if not torch.cuda.is_available():
     os.environ.setdefault('TRITON_INTERPRET', '1')
 
-from environment import MATRIX_ABSENT, MATRIX_PROFILE  # noqa: E402  (imports nat_mm: after the flag)
+# tests/environment.py imports nat_mm: after the flag
+from environment import MATRIX_ABSENT, MATRIX_PROFILE, absent_in_matrix  # noqa: E402
 
 # Under pytest-xdist (make test runs one worker per core) each worker gets its share of the
 # cores: two workers each running torch's default of one thread per core would fight.
@@ -48,13 +49,6 @@ _COMMON = dict(deadline=None, print_blob=True,
 settings.register_profile('ci', max_examples=100, derandomize=True, database=None, **_COMMON)
 settings.register_profile('soak', max_examples=2200, **_COMMON)
 settings.load_profile(os.environ.get('HYPOTHESIS_PROFILE', 'ci'))
-
-def _absent_stack_module(excinfo):
-    """The OpenMMLab-stack module whose absence raised ``excinfo``, or None."""
-    if excinfo is None or not excinfo.errisinstance(ModuleNotFoundError):
-        return None
-    name = (excinfo.value.name or '').split('.')[0]
-    return name if name in MATRIX_ABSENT else None
 
 
 if MATRIX_PROFILE:
@@ -74,11 +68,12 @@ if MATRIX_PROFILE:
     def pytest_runtest_makereport(item, call):
         outcome = yield
         report = outcome.get_result()
-        module = _absent_stack_module(call.excinfo)
+        module = absent_in_matrix(call.excinfo.value) if call.excinfo is not None else None
         if report.failed and module:
             report.outcome = 'skipped'
-            report.longrepr = (str(item.path), item.location[1] or 0,
+            report.longrepr = (str(item.path), (item.location[1] or 0) + 1,
                                f'Skipped: needs {module} (not in a torch-matrix venv)')
+
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: Hub-layout checkpoints with Transformers + NATTEN's feature maps (from ../shared/golden/hf).

@@ -1,15 +1,26 @@
-"""The installed OpenMMLab stack is the pinned one and mmcv's compiled ops run on CPU.
+"""The test environment is complete: every test dependency setup.cfg declares is installed
+(so that no test of it can be skipped instead), the OpenMMLab stack is the pinned one with
+mmcv's compiled ops running on CPU, and the Triton backend runs here. What a missing piece
+does to the other tests: tests/environment.py (the ``matrix`` profile lacks the stack).
 
 The torch release is the one ``make setup`` installed: ``TORCH_VERSION`` when set (e.g. the
 torch 2.1 stack, ``TORCH_VERSION=2.1.2 VENV=.venv-torch2.1 make test``), else the default of
 scripts/torch_versions.txt; torchvision is its pair there."""
-import importlib
+import functools
+import importlib.metadata
 import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
 import torch
-from environment import MATRIX_PROFILE
+from packaging.utils import canonicalize_name
+
+import environment
+from environment import (MATRIX_PROFILE, declared_test_requirements, require_backend,
+                         require_module)
 
 RELEASES = [line.split() for line in (Path(__file__).resolve().parents[1] / 'scripts' /
                                       'torch_versions.txt').read_text().splitlines()
@@ -30,8 +41,37 @@ PINNED_VERSIONS = {
 @pytest.mark.skipif(MATRIX_PROFILE, reason='a torch-matrix venv has another torch by design')
 @pytest.mark.parametrize('package, version', PINNED_VERSIONS.items())
 def test_pinned_versions(package, version):
-    installed = importlib.import_module(package).__version__
+    installed = require_module(package).__version__
     assert installed.split('+')[0] == version
+
+
+@functools.cache
+def _installed_modules():
+    """Distribution name (canonical) -> the public top-level modules it installs."""
+    modules = {}
+    for module, owners in importlib.metadata.packages_distributions().items():
+        for owner in owners:
+            if not module.startswith('_'):
+                modules.setdefault(canonicalize_name(owner), []).append(module)
+    return modules
+
+
+@pytest.mark.parametrize('requirement', declared_test_requirements(), ids=str)
+def test_declared_test_dependency_is_installed_and_imports(requirement):
+    """Missing or at a version setup.cfg does not accept: the run fails here (and in the tests
+    that use it), whatever the profile: the matrix's venvs install the test extras too."""
+    problem = environment.requirement_problem(requirement)
+    if problem is not None:
+        environment.missing(problem, absent_in_matrix=False)
+    modules = sorted(_installed_modules().get(canonicalize_name(requirement.name), []))
+    assert modules, f'{requirement.name} is installed but provides no module'
+    for module in modules:
+        require_module(module)
+
+
+def test_the_triton_backend_runs_here():
+    """The suite's Triton tests run the kernels (through the interpreter on a CPU)."""
+    require_backend('triton', 'cuda' if torch.cuda.is_available() else 'cpu')
 
 
 def box_iou(box, other):
@@ -121,6 +161,94 @@ def test_roi_align_on_linear_ramp(aligned, expected, spatial_scale):
 
 @pytest.mark.parametrize('package, model', [('mmdet', 'MaskRCNN'), ('mmseg', 'UPerHead')])
 def test_downstream_models_import(package, model):
-    importlib.import_module(f'{package}.models')
-    registry = importlib.import_module(f'{package}.registry').MODELS
-    assert registry.get(model) is not None
+    require_module(f'{package}.models')
+    found = require_module(f'{package}.registry').MODELS.get(model)
+    assert (found.__module__.split('.')[:2], found.__name__) == ([package, 'models'], model)
+
+
+def test_declared_requirements_honour_environment_markers(tmp_path):
+    setup_cfg = tmp_path / 'setup.cfg'
+    setup_cfg.write_text(textwrap.dedent('''\
+        [options.extras_require]
+        tests =
+            pytest>=7
+            # a comment
+            triton>=3.6; platform_system == "NoSuchSystem"
+            numpy; python_version >= "3"
+        '''))
+    assert [str(r) for r in declared_test_requirements(setup_cfg)] == [
+        'pytest>=7', 'numpy; python_version >= "3"']
+    names = {r.name for r in declared_test_requirements()}
+    assert {'hypothesis', 'huggingface_hub', 'onnxruntime', 'pytest-xdist'} <= names
+    assert ('triton' in names) == sys.platform.startswith('linux')
+
+
+@pytest.mark.parametrize('profile, module, outcome', [
+    ('default', 'mmdet', pytest.fail), ('default', 'huggingface_hub', pytest.fail),
+    ('matrix', 'mmdet', pytest.skip), ('matrix', 'huggingface_hub', pytest.fail)])
+def test_a_missing_module_fails_but_the_stack_skips_in_the_matrix(monkeypatch, profile, module,
+                                                                  outcome):
+    """``None`` in sys.modules makes ``import`` fail as if the module were not installed."""
+    monkeypatch.setenv(environment.PROFILE_ENV, profile)
+    monkeypatch.setitem(sys.modules, module, None)
+    with pytest.raises(outcome.Exception) as error:
+        require_module(module)
+    message = str(error.value)
+    assert message.startswith(f'{module} cannot be imported (import of {module} halted')
+    if outcome is pytest.skip:
+        assert message.endswith('(NAT_MM_TEST_PROFILE=matrix)')
+    else:
+        assert message.endswith('the test environment is incomplete; run `make setup` (or '
+                                '`pip install -e ".[tests]"` in this venv); in a torch-matrix '
+                                'venv without the OpenMMLab stack set NAT_MM_TEST_PROFILE=matrix')
+
+
+@pytest.mark.parametrize('profile, outcome', [('default', pytest.fail), ('matrix', pytest.skip)])
+def test_an_unavailable_triton_backend_skips_only_in_the_matrix(monkeypatch, profile, outcome):
+    """Without TRITON_INTERPRET=1 Triton cannot run on a CPU (as with a Triton too old)."""
+    monkeypatch.setenv(environment.PROFILE_ENV, profile)
+    monkeypatch.setenv('TRITON_INTERPRET', '0')
+    with pytest.raises(outcome.Exception, match=(
+            r"the 'triton' attention backend cannot run on cpu \(triton [^;]+; "
+            r"TRITON_INTERPRET='0'\)")):
+        require_backend('triton', 'cpu')
+
+
+@pytest.mark.parametrize('profile, error, skipped_for', [
+    ('matrix', ModuleNotFoundError("No module named 'mmdet'", name='mmdet.models'), 'mmdet'),
+    ('matrix', ModuleNotFoundError('mmsegmentation is not installed, please install '
+                                   'mmsegmentation manually'), 'mmseg'),   # MMEngine's Config
+    ('matrix', ModuleNotFoundError("No module named 'onnx'", name='onnx'), None),
+    ('matrix', ImportError('cannot import name x from mmdet', name='mmdet'), None),
+    ('default', ModuleNotFoundError("No module named 'mmdet'", name='mmdet'), None)])
+def test_which_import_errors_the_matrix_skips(monkeypatch, profile, error, skipped_for):
+    monkeypatch.setenv(environment.PROFILE_ENV, profile)
+    assert environment.absent_in_matrix(error) == skipped_for
+
+
+def test_the_matrix_profile_reports_a_test_importing_the_stack_as_skipped(tmp_path):
+    """tests/conftest.py's report hook, in a pytest run of its own: a test whose import of
+    mmdet fails is skipped, naming mmdet; one whose huggingface_hub import fails still fails."""
+    (tmp_path / 'test_probe.py').write_text(textwrap.dedent('''\
+        import sys
+
+        sys.modules['mmdet'] = sys.modules['huggingface_hub'] = None
+
+
+        def test_uses_mmdet():
+            import mmdet.models  # noqa: F401
+
+
+        def test_uses_the_hub():
+            import huggingface_hub  # noqa: F401
+        '''))
+    tests = Path(__file__).parent
+    run = subprocess.run(
+        [sys.executable, '-m', 'pytest', '-p', 'conftest', '-p', 'no:cacheprovider', '-rsf',
+         '-q', str(tmp_path / 'test_probe.py')], capture_output=True, text=True, timeout=300,
+        cwd=tmp_path, env=dict(os.environ, NAT_MM_TEST_PROFILE='matrix',
+                               PYTHONPATH=os.pathsep.join([str(tests), str(tests.parent)])))
+    assert 'SKIPPED [1] test_probe.py:6: needs mmdet (not in a torch-matrix venv)' \
+        in run.stdout, run.stdout
+    assert '1 failed, 1 skipped' in run.stdout
+    assert 'FAILED test_probe.py::test_uses_the_hub' in run.stdout

@@ -122,7 +122,9 @@ def build_config(args):
 def main(argv=None):
     args = parse_args(argv)
     if not osp.exists(args.checkpoint):
-        raise FileNotFoundError(f'checkpoint {args.checkpoint} does not exist')
+        raise FileNotFoundError(f'checkpoint {args.checkpoint} does not exist: give the path of '
+                                'a trained checkpoint (e.g. WORK_DIR/iter_N.pth of tools/train.py)'
+                                ', an official .pth file or a Hugging Face Hub folder')
     cfg = build_config(args)
     check_dataset_paths(cfg, mode='test')
     check_dataset_files(cfg, mode='test')

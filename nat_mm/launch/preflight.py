@@ -304,7 +304,9 @@ def resolve_resume_checkpoint(cfg):
     explicit = cfg.get('load_from')
     if explicit:
         if not osp.isfile(explicit):
-            raise FileNotFoundError(f'--resume: checkpoint {explicit} does not exist')
+            raise FileNotFoundError(f'--resume: checkpoint {explicit} does not exist: give an '
+                                    'existing one, or --resume without a path to continue from '
+                                    'the latest complete one in the work dir')
         damage = checkpoint_damage(explicit)
         if damage is None:
             return explicit

@@ -75,7 +75,8 @@ def unwrap_state_dict(checkpoint):
     if non_tensors:
         raise TypeError(
             'checkpoint is neither a state dict nor a dict with a "state_dict" or "model" entry: '
-            f'entries {non_tensors[:5]} are not tensors')
+            f'entries {non_tensors[:5]} are not tensors. Give a file saved as '
+            'torch.save(model.state_dict(), path), or a training checkpoint holding one')
     return dict(checkpoint)
 
 

@@ -99,23 +99,27 @@ def na_backend(name):
 
 def _check_na2d_args(query, key, value, kernel_size, dilation, rpb):
     if not all(isinstance(t, torch.Tensor) for t in (query, key, value)):
-        raise TypeError('na2d: query, key and value must be torch.Tensors')
+        raise TypeError('na2d: query, key and value must be torch.Tensors, got '
+                        f'{", ".join(type(t).__name__ for t in (query, key, value))}: convert '
+                        'them with torch.as_tensor')
     if query.dim() != 5:
         raise ValueError(
             f'na2d: query must have 5 dims (B, heads, H, W, head_dim), got shape '
-            f'{tuple(query.shape)}')
+            f'{tuple(query.shape)}: split the channels into heads first, or use '
+            'nat_mm.NeighborhoodAttention2D, which takes (B, H, W, C) maps')
     if key.shape != query.shape or value.shape != query.shape:
         raise ValueError(
             f'na2d: query, key and value shapes disagree: {tuple(query.shape)}, '
-            f'{tuple(key.shape)}, {tuple(value.shape)}')
+            f'{tuple(key.shape)}, {tuple(value.shape)}: give all three the same '
+            '(B, heads, H, W, head_dim)')
     if key.dtype != query.dtype or value.dtype != query.dtype:
         raise ValueError(
             f'na2d: query, key and value dtypes disagree: {query.dtype}, {key.dtype}, '
-            f'{value.dtype}')
+            f'{value.dtype}: cast them to one (e.g. key.to(query.dtype))')
     if key.device != query.device or value.device != query.device:
         raise ValueError(
             f'na2d: query, key and value devices disagree: {query.device}, {key.device}, '
-            f'{value.device}')
+            f'{value.device}: move them to one device (.to(query.device))')
     if not isinstance(kernel_size, int) or kernel_size < 3 or kernel_size % 2 == 0:
         raise ValueError(f'na2d: kernel_size must be an odd int >= 3, got {kernel_size!r}')
     if not isinstance(dilation, int) or dilation < 1:
@@ -134,7 +138,8 @@ def _check_na2d_args(query, key, value, kernel_size, dilation, rpb):
             raise ValueError(
                 f'na2d: rpb must have shape (heads, 2K-1, 2K-1) = {expected}, got {got}')
         if rpb.device != query.device:
-            raise ValueError(f'na2d: rpb is on {rpb.device}, query on {query.device}')
+            raise ValueError(f'na2d: rpb is on {rpb.device}, query on {query.device}: move '
+                             'it there (rpb.to(query.device))')
 
 
 def exporting():

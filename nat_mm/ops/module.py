@@ -83,7 +83,8 @@ class NeighborhoodAttention2D(nn.Module):
         _, height, width, channels = x.shape
         if channels != self.dim:
             raise ValueError(
-                f'NeighborhoodAttention2D: input has {channels} channels, expected {self.dim}')
+                f'NeighborhoodAttention2D: input has {channels} channels, expected {self.dim} '
+                f'(its dim): give {self.dim}-channel maps, or build it with dim={channels}')
         window = self.kernel_size * self.dilation
         # Sizes known to need no padding skip the pad.
         pad_h, pad_w = _padding(window, height), _padding(window, width)

@@ -103,8 +103,10 @@ def test_complete_dataset_is_kept_and_other_arguments_replace_it(tmp_path):
 
 def test_refuses_a_foreign_non_empty_folder(tmp_path):
     (tmp_path / 'precious.txt').write_text('not a synthetic dataset')
-    with pytest.raises(FileExistsError, match='not empty'):
+    with pytest.raises(FileExistsError) as error:
         generate_coco_like(tmp_path, num_train=1, num_val=1, image_size=SIZE)
+    assert str(error.value) == (f'{tmp_path} is not empty and holds no synthetic dataset; choose '
+                                'an empty or new folder')
     assert (tmp_path / 'precious.txt').exists()
 
 

@@ -49,8 +49,11 @@ def test_a_config_without_a_tensor_path_is_a_clear_error(tmp_path):
         build_deploy_model(str(config))
     no_model = tmp_path / 'no_model.py'
     no_model.write_text("default_scope = 'mmseg'\n")
-    with pytest.raises(ValueError, match='has no `model` dict'):
+    with pytest.raises(ValueError) as error:
         build_deploy_model(str(no_model))
+    assert str(error.value) == (f'{no_model}: the config has no `model` dict; give a segmentation '
+                                '(mmseg) or detection (mmdet) model config such as '
+                                'configs/upernet_nat_tiny_ade20k.py')
 
 
 @pytest.mark.parametrize('name', ['mask2former_dinat_large_ade20k',

@@ -79,6 +79,9 @@ def test_an_annotation_file_that_does_not_parse_is_named(coco, tmp_path):
     message = str(error.value)
     assert f'{bad}  (train_dataloader.dataset.ann_file): not valid JSON: ' in message
     assert 'the file was cut short' in message
+    assert message.endswith('\nReplace each with a good copy (download or extract the dataset '
+                            'again, or rerun the script that made it), or remove it (an image '
+                            'together with its annotation).')
 
 
 def test_the_evaluator_annotation_file_is_checked_once(coco, tmp_path):
@@ -179,7 +182,9 @@ def test_auto_resume_without_a_complete_checkpoint_stops(work_dir):
     with pytest.raises(ValueError) as error:
         resolve_resume_checkpoint(cfg)
     assert f'the latest checkpoint {work_dir / "iter_4.pth"} (named by ' in str(error.value)
-    assert 'holds no complete checkpoint' in str(error.value)
+    assert str(error.value).endswith(
+        f'and {work_dir} holds no complete checkpoint to resume from instead. Train without '
+        '--resume (or delete the damaged file and the pointer first).')
 
 
 def test_auto_resume_of_a_new_work_dir_starts_from_scratch(tmp_path):

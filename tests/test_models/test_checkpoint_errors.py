@@ -129,24 +129,32 @@ DAMAGED = {
     'image': (image, ['is not a checkpoint: it is a PNG image (208 bytes), not a PyTorch (.pth, '
                       '.bin) or safetensors file', 'download_checkpoints.py nat_mini --force']),
     'text': (text, ['is not a checkpoint: it is a Git LFS pointer (fetch the file itself: git lfs '
-                    'pull) (66 bytes)']),
+                    'pull) (66 bytes)',
+                    'download_checkpoints.py dinat_tiny_in1k_224 --force']),
     'html_page': (html_page, ['is not a checkpoint: it is an HTML page (a download that '
-                              'returned an error page?)']),
+                              'returned an error page?)',
+                              'download_checkpoints.py nat_base --force']),
     'swin': (swin, ['holds no NAT / DiNAT weights: none of its 3 tensors has a NAT parameter '
                     'name', 'it looks like a checkpoint of a Swin Transformer',
                     'Use a NAT / DiNAT checkpoint']),
-    'resnet': (resnet, ['holds no NAT / DiNAT weights', 'it looks like a checkpoint of a ResNet']),
+    'resnet': (resnet, ['holds no NAT / DiNAT weights', 'it looks like a checkpoint of a ResNet',
+                        'Use a NAT / DiNAT checkpoint (official .pth or a shi-labs/nat-*, '
+                        'shi-labs/dinat-* Hub snapshot), or set prefix= in the Pretrained '
+                        'init_cfg']),
     'natten_020': (natten_020, ['has attention weights but no relative position biases '
                                 '(attn.rpb): a NAT trained with NATTEN >= 0.20',
                                 'Use the published weights, or train from scratch']),
     'safetensors_int': (safetensors_int, ['tensor levels.1.blocks.0.attn.qkv.weight is int32, '
-                                          'not a floating-point type']),
+                                          'not a floating-point type',
+                                          'Use the published checkpoint or re-export the weights '
+                                          'as float32']),
     'safetensors_truncated': (safetensors_truncated, [
         'is a damaged or incomplete safetensors file', 'Download it again, or point init_cfg at '
         'an intact copy ("python tools/misc/download_checkpoints.py --list" lists the published '
         'checkpoints)']),
-    'safetensors_bad_header': (safetensors_bad_header, ['is a damaged or incomplete safetensors '
-                                                        'file (105 bytes; SafetensorError: ']),
+    'safetensors_bad_header': (safetensors_bad_header, [
+        'is a damaged or incomplete safetensors file (105 bytes; SafetensorError: ',
+        'Download it again, or point init_cfg at an intact copy']),
     'missing': (missing, ["It is the published checkpoint 'dinat_large_in22k_224': \"python "
                           'tools/misc/download_checkpoints.py dinat_large_in22k_224" fetches it '
                           '(official address https://shi-labs.com/projects/dinat/checkpoints/'
@@ -154,7 +162,7 @@ DAMAGED = {
                           'model.backbone.init_cfg=None']),
     'folder_without_weights': (folder_without_weights, [
         'has neither model.safetensors nor pytorch_model.bin: give a Hugging Face Hub snapshot '
-        'folder']),
+        'folder (config.json + model.safetensors or pytorch_model.bin) or a checkpoint file']),
 }
 
 
@@ -180,8 +188,12 @@ def test_one_clear_error_per_damage(tmp_path, case):
 
 
 def test_missing_file_is_still_a_file_not_found_error(tmp_path):
-    with pytest.raises(FileNotFoundError):
-        read_checkpoint(tmp_path / 'nat_tiny.pth')
+    path = tmp_path / 'nat_tiny.pth'
+    with pytest.raises(FileNotFoundError) as error:
+        read_checkpoint(path)
+    assert str(error.value).startswith(
+        f"NAT pretrained checkpoint '{path}' not found. It is the published checkpoint "
+        "'nat_tiny': \"python tools/misc/download_checkpoints.py nat_tiny\" fetches it")
 
 
 @pytest.mark.parametrize('builder, kind', [

@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from environment import require_module
 from nat_mm import NAT
 from nat_mm.ops import na2d_reference
 
@@ -354,15 +355,17 @@ def test_frozen_stages_out_of_range(frozen_stages):
 
 
 def test_mismatched_depths_and_heads():
-    with pytest.raises(ValueError, match='same length'):
+    with pytest.raises(ValueError) as error:
         NAT(arch='mini', num_heads=(2, 4, 8))
+    assert str(error.value) == ('NAT: depths [3, 4, 6, 5] and num_heads [2, 4, 8] must have the '
+                                'same length (one entry per stage)')
 
 
 # ----- registries ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize('package', ['mmdet', 'mmseg'])
 def test_build_from_downstream_registry(package):
-    registry = pytest.importorskip(f'{package}.registry')
+    registry = require_module(f'{package}.registry')
     model = registry.MODELS.build(dict(type='NAT', arch='mini', out_indices=(1, 2)))
     assert isinstance(model, NAT)
     assert model.out_indices == (1, 2)

@@ -157,6 +157,8 @@ def test_missing_key_names_nat_mm_and_transformers_names(tmp_path):
     assert f"checkpoint '{path / 'model.safetensors'}' does not match the model" in message
     assert ('it lacks 1 tensors (levels.1.blocks.0.mlp.fc1.weight; in Transformers\' names: '
             'encoder.levels.1.layers.0.intermediate.dense.weight)') in message
+    assert message.endswith('(Pass strict=False in the Pretrained init_cfg to load the matching '
+                            'part anyway.)')
     assert_unchanged(model, before)
 
 

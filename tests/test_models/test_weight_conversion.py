@@ -1,14 +1,15 @@
 """Tests of loading official NAT checkpoints (layout from the official classification models)."""
+import math
 import os
 import subprocess
 import sys
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from nat_mm import NAT
 from nat_mm.models import PUBLISHED_CHECKPOINTS, checkpoint_filter_fn, load_pretrained
+from nat_mm.models.weight_conversion import resize_rpb
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 #: The checkpoint converter, as the tool fixtures name it.
@@ -78,6 +79,36 @@ def official_state_dict(arch, seed=0, num_classes=1000):
     generator = torch.Generator().manual_seed(seed)
     return {key: torch.randn(shape, generator=generator)
             for key, shape in official_layout(arch, num_classes=num_classes).items()}
+
+
+def cubic_weight(distance, a=-0.75):
+    """Keys' cubic convolution kernel W(x) (the one torch's bicubic uses, a = -0.75)."""
+    x = abs(distance)
+    if x <= 1:
+        return (a + 2) * x ** 3 - (a + 3) * x ** 2 + 1
+    if x < 2:
+        return a * x ** 3 - 5 * a * x ** 2 + 8 * a * x - 4 * a
+    return 0.0
+
+
+def bicubic_matrix(size_in, size_out):
+    """(size_out, size_in) float64: output i's weights on the inputs. align_corners=False puts
+    output i at input coordinate s = (i + 0.5) * size_in / size_out - 0.5 (not clamped); its
+    four taps are floor(s) - 1 .. floor(s) + 2, weighted W(s - tap), and a tap outside the
+    table reads the nearest border entry."""
+    matrix = torch.zeros(size_out, size_in, dtype=torch.float64)
+    for i in range(size_out):
+        source = (i + 0.5) * size_in / size_out - 0.5
+        for tap in range(math.floor(source) - 1, math.floor(source) + 3):
+            matrix[i, min(max(tap, 0), size_in - 1)] += cubic_weight(source - tap)
+    return matrix
+
+
+def bicubic_resize(table, size):
+    """(heads, n, n) -> (heads, size, size), bicubic by the definition (separable: rows, then
+    columns), computed in float64."""
+    matrix = bicubic_matrix(table.shape[-1], size)
+    return (matrix @ table.double() @ matrix.T).to(table.dtype)
 
 
 def pretrained(path, **options):
@@ -200,11 +231,17 @@ def assert_unchanged(model, before):
 
 def test_other_arch_with_same_shapes_refused(tiny_checkpoint, mini_path):
     _, tiny_path = tiny_checkpoint
-    with pytest.raises(ValueError, match=r'has 156 unknown tensors \(levels\.2\.blocks\.6\.'):
+    with pytest.raises(ValueError, match=r'has 156 unknown tensors \(levels\.2\.blocks\.6\..*'
+                                         r'Is it a checkpoint of another NAT variant\? The model '
+                                         r'is NAT with embed_dim=64, .*Pass strict=False in the '
+                                         r'Pretrained init_cfg to load the matching part anyway'):
         NAT(arch='mini', init_cfg=pretrained(tiny_path)).init_weights()
     model = NAT(arch='tiny')
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    with pytest.raises(ValueError, match=r'lacks 156 tensors \(levels\.2\.blocks\.6\.'):
+    with pytest.raises(ValueError, match=r'lacks 156 tensors \(levels\.2\.blocks\.6\..*'
+                                         r'Is it a checkpoint of another NAT variant\? The model '
+                                         r'is NAT with embed_dim=64, .*Pass strict=False in the '
+                                         r'Pretrained init_cfg to load the matching part anyway'):
         load_pretrained(model, str(mini_path))
     assert_unchanged(model, before)
 
@@ -218,7 +255,8 @@ def test_other_width_names_both_widths_and_the_archs_of_the_checkpoint(mini_path
     assert str(mini_path) in message
     assert ("another width: its embed_dim is 64 (patch_embed.proj.1.weight (64, 32, 3, 3)), "
             "the model's is 96") in message
-    assert "arch 'mini' or 'tiny' has that width" in message
+    assert ("Use the checkpoint of the model's variant, or build the model for this checkpoint "
+            "(arch 'mini' or 'tiny' has that width)") in message
     assert_unchanged(model, before)
 
 
@@ -231,7 +269,9 @@ def test_other_heads_shape_mismatch_names_keys_and_shapes(mini_path):
     assert 'levels.0.blocks.0.attn.rpb: checkpoint (2, 13, 13) vs model (1, 13, 13)' in message
     assert 'num_heads=[1, 2, 4, 8]' in message and str(mini_path) in message
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    with pytest.raises(ValueError, match='shapes that do not fit'):
+    with pytest.raises(ValueError, match=r'tensors have shapes that do not fit the model, first '
+                                         r'levels\.0\.blocks\.0\.attn\.rpb: .*Is it a checkpoint '
+                                         r'of another NAT variant\? The model is NAT with '):
         load_pretrained(model, str(mini_path))
     assert_unchanged(model, before)
 
@@ -256,6 +296,22 @@ def test_missing_checkpoint_file_explains_how_to_get_it(tmp_path):
     assert 'model.backbone.init_cfg=None' in message
 
 
+@pytest.mark.parametrize('size_in, kernel_size', [(5, 5), (5, 7), (13, 5), (13, 11), (21, 7)])
+def test_rpb_resize_is_bicubic_by_its_definition(size_in, kernel_size):
+    """Up and down, small tables; the same weights in every head."""
+    table = torch.randn(3, size_in, size_in, generator=torch.Generator().manual_seed(size_in))
+    resized = resize_rpb(table, kernel_size)
+    torch.testing.assert_close(resized, bicubic_resize(table, 2 * kernel_size - 1))
+
+
+def test_bicubic_reference_on_a_hand_worked_entry():
+    """3 -> 5 entries: output 0 sits at input 0.5 * 3/5 - 0.5 = -0.2, its taps -2..1 at
+    distances 1.8, 0.8, 0.2, 1.2 (weights -0.024, 0.2, 0.92, -0.096), the first three
+    reading the border entry 0."""
+    torch.testing.assert_close(bicubic_matrix(3, 5)[0],
+                               torch.tensor([-0.024 + 0.2 + 0.92, -0.096, 0.], dtype=torch.float64))
+
+
 @pytest.mark.parametrize('kernel_size', [5, 9])
 def test_rpb_resized_when_kernel_differs(mini_official, kernel_size):
     model = NAT(arch='mini', kernel_size=kernel_size)
@@ -268,9 +324,7 @@ def test_rpb_resized_when_kernel_differs(mini_official, kernel_size):
             # the zero-offset entry sits on the centre of both grids
             torch.testing.assert_close(value[:, kernel_size - 1, kernel_size - 1],
                                        original[:, 6, 6])
-            expected = F.interpolate(original[None], size=(size, size), mode='bicubic',
-                                     align_corners=False)[0]
-            torch.testing.assert_close(value, expected)
+            torch.testing.assert_close(value, bicubic_resize(original, size))
         else:
             assert torch.equal(value, mini_official[key]), key
     constant = {**mini_official, 'levels.0.blocks.0.attn.rpb': torch.full((2, 13, 13), 0.7)}
@@ -288,8 +342,12 @@ def test_bad_pretrained_options(mini_path):
 def test_not_a_state_dict_is_refused(tmp_path):
     path = tmp_path / 'odd.pth'
     torch.save({'weights': [1, 2, 3]}, path)
-    with pytest.raises(TypeError, match='neither a state dict'):
+    with pytest.raises(TypeError) as error:
         NAT(arch=SMALL_ARCH, init_cfg=pretrained(path)).init_weights()
+    assert str(error.value) == (
+        'checkpoint is neither a state dict nor a dict with a "state_dict" or "model" entry: '
+        "entries ['weights'] are not tensors. Give a file saved as "
+        'torch.save(model.state_dict(), path), or a training checkpoint holding one')
 
 
 def run_converter(tool_path, *args):
@@ -316,7 +374,8 @@ def test_convert_checkpoint_cli_refuses_other_arch(tmp_path, mini_path, load_too
     dst = tmp_path / 'nat_tiny_backbone.pth'
     with pytest.raises(SystemExit) as error:
         converter.main([str(mini_path), str(dst), '--arch', 'tiny'])
-    assert 'lacks 156 tensors' in str(error.value) and 'levels.2.blocks.6.' in str(error.value)
+    assert 'lacks 156 tensors (levels.2.blocks.6.' in str(error.value)
+    assert 'Is it a checkpoint of another NAT variant? The model is NAT with ' in str(error.value)
     assert not dst.exists()
 
 
@@ -344,9 +403,7 @@ def test_in22k_dinat_large_loads_into_the_kernel_11_mask2former_backbone(tmp_pat
         if key.startswith(('head.', 'norm.')):
             assert key not in state
         elif key.endswith('attn.rpb'):
-            expected = F.interpolate(value[None], size=(21, 21), mode='bicubic',
-                                     align_corners=False)[0]
-            torch.testing.assert_close(state[key], expected)
+            torch.testing.assert_close(state[key], bicubic_resize(value, 21))
         else:
             assert torch.equal(state[key], value), key
 
@@ -391,9 +448,7 @@ def test_convert_checkpoint_cli_in22k_head_kernel_11(tmp_path, capsys, load_tool
     saved = torch.load(dst)
     assert saved['meta'] == dict(arch='mini', kernel_size=11, source=src.name)
     rpb = saved['state_dict']['levels.2.blocks.5.attn.rpb']
-    expected = F.interpolate(official['levels.2.blocks.5.attn.rpb'][None], size=(21, 21),
-                             mode='bicubic', align_corners=False)[0]
-    torch.testing.assert_close(rpb, expected)
+    torch.testing.assert_close(rpb, bicubic_resize(official['levels.2.blocks.5.attn.rpb'], 21))
     assert set(saved['state_dict']) == set(official) - {'head.weight', 'head.bias',
                                                         'norm.weight', 'norm.bias'}
 
@@ -403,4 +458,6 @@ def test_convert_checkpoint_cli_refuses_other_width(tmp_path, mini_path, load_to
     with pytest.raises(SystemExit) as error:
         load_tool(CONVERTER).main([str(mini_path), str(dst), '--arch', 'small'])
     assert "its embed_dim is 64" in str(error.value) and "the model's is 96" in str(error.value)
+    assert "Use the checkpoint of the model's variant, or build the model for this checkpoint " \
+        "(arch 'mini' or 'tiny' has that width)" in str(error.value)
     assert not dst.exists()

@@ -56,3 +56,32 @@ def assert_matches_reference(fn, qkv, kernel, dilation, rpb, grad_out):
     for i, (got, expected) in enumerate(zip(fast, slow)):
         atol = 1e-4 if i == 2 else 1e-5
         torch.testing.assert_close(got, expected.float(), atol=atol, rtol=1e-4)
+
+
+def bad_na2d_calls(head_dim=8, device='cpu'):
+    """[(na2d's arguments, keyword arguments, the whole ValueError message)], one per kind of
+    bad input to ``na2d`` on (1, 2, 9, 9, head_dim) maps: what every backend refuses the
+    same way (the seam checks before any backend runs), naming the problem and the fix."""
+    q = torch.randn(1, 2, 9, 9, head_dim, device=device)
+    shape = f'1, 2, 9, 9, {head_dim}'
+    return [
+        ((q[0], q[0], q[0], 3), {},
+         f'na2d: query must have 5 dims (B, heads, H, W, head_dim), got shape (2, 9, 9, '
+         f'{head_dim}): split the channels into heads first, or use '
+         'nat_mm.NeighborhoodAttention2D, which takes (B, H, W, C) maps'),
+        ((q, q[:, :, :8], q, 3), {},
+         f'na2d: query, key and value shapes disagree: ({shape}), (1, 2, 8, 9, {head_dim}), '
+         f'({shape}): give all three the same (B, heads, H, W, head_dim)'),
+        ((q, q.double(), q, 3), {},
+         'na2d: query, key and value dtypes disagree: torch.float32, torch.float64, '
+         'torch.float32: cast them to one (e.g. key.to(query.dtype))'),
+        ((q, q, q, 4), {}, 'na2d: kernel_size must be an odd int >= 3, got 4'),
+        ((q, q, q, 3), dict(dilation=0), 'na2d: dilation must be an int >= 1, got 0'),
+        ((q, q, q, 3), dict(dropout_p=1.0), 'na2d: dropout_p must be in [0, 1), got 1.0'),
+        ((q, q, q, 3), dict(rpb=torch.zeros(2, 3, 3, device=device)),
+         'na2d: rpb must have shape (heads, 2K-1, 2K-1) = (2, 5, 5), got (2, 3, 3)'),
+        ((q, q, q, 5), dict(dilation=2),
+         'na2d: the feature map (9x9) is smaller than kernel_size * dilation = 5*2 = 10. Use '
+         'nat_mm.NeighborhoodAttention2D, which zero-pads small inputs as the official NAT '
+         'models did.'),
+    ]

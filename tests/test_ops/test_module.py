@@ -62,18 +62,25 @@ def test_module_runs_under_torch_compile_with_gradients():
 
 
 @pytest.mark.parametrize('kwargs,message', [
-    (dict(kernel_size=4), 'odd'), (dict(kernel_size=1), 'odd'), (dict(dilation=0), 'dilation'),
-    (dict(dim=30, num_heads=4), 'divisible'),
+    (dict(kernel_size=4), 'kernel_size must be an odd int >= 3, got 4'),
+    (dict(kernel_size=1), 'kernel_size must be an odd int >= 3, got 1'),
+    (dict(dilation=0), 'dilation must be an int >= 1, got 0'),
+    (dict(dim=30, num_heads=4), 'dim (30) must be divisible by num_heads (4)'),
 ])
 def test_module_rejects_bad_configuration(kwargs, message):
     args = dict(dim=32, num_heads=4) | kwargs
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError) as error:
         NeighborhoodAttention2D(**args)
+    assert str(error.value) == f'NeighborhoodAttention2D: {message}'
 
 
 def test_module_rejects_bad_input():
     attn = NeighborhoodAttention2D(32, 4)
-    with pytest.raises(ValueError, match=r'\(B, H, W, C\)'):
+    with pytest.raises(ValueError) as error:
         attn(torch.randn(2, 32, 8))
-    with pytest.raises(ValueError, match='16 channels, expected 32'):
+    assert str(error.value) == ('NeighborhoodAttention2D expects (B, H, W, C) input, got shape '
+                                '(2, 32, 8)')
+    with pytest.raises(ValueError) as error:
         attn(torch.randn(1, 8, 8, 16))
+    assert str(error.value) == ('NeighborhoodAttention2D: input has 16 channels, expected 32 (its '
+                                'dim): give 32-channel maps, or build it with dim=16')

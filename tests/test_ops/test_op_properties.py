@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from environment import require_backend
 from nat_mm.ops import NeighborhoodAttention2D, available_backends, na2d, na2d_reference, na_backend
 
 KERNELS = (3, 5, 7, 9, 11, 13)
@@ -143,12 +144,13 @@ def test_backend_matches_reference(backend, case):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif('triton' not in available_backends('cpu'),
-                    reason='Triton cannot run kernels here (no triton or TRITON_INTERPRET unset)')
+@pytest.mark.skipif(torch.cuda.is_available(), reason='a CUDA machine runs Triton compiled, not '
+                    'interpreted: tests/test_ops/test_triton_na.py runs it on the GPU')
 @_share(TRITON_SHARE)
 @given(case=cases(max_side=18, max_batch=1, max_heads=1),
        tiles=st.sampled_from([None, 'gpu']))
 def test_triton_matches_reference(case, tiles):
+    require_backend('triton', 'cpu')
     with _environ('NAT_MM_TRITON_TILES', tiles):
         _assert_matches_reference('triton', case, computes_float64=False)
 

@@ -7,14 +7,13 @@ import functools
 import pytest
 import torch
 
-from na_testing import load_golden
+from environment import require_backend
+from na_testing import bad_na2d_calls, load_golden
 from nat_mm.ops import available_backends, functional, na2d, na2d_reference, triton_na
 from nat_mm.ops.reference import window_1d
 
-pytest.importorskip('triton')
 DEVICE = 'cuda' if torch.cuda.is_available() else 'cpu'
-pytestmark = pytest.mark.skipif(not triton_na.is_available(DEVICE),
-                                reason='Triton cannot run kernels here')
+require_backend('triton', DEVICE)
 
 
 def _inputs(batch, heads, height, width, head_dim, kernel, with_rpb=True, seed=0):
@@ -325,18 +324,10 @@ def test_registered_in_the_seam():
 
 
 def test_bad_input_gives_the_seam_errors():
-    q = torch.randn(1, 2, 9, 9, 16, device=DEVICE)
-    call = functools.partial(na2d, backend='triton')
-    with pytest.raises(ValueError, match='smaller than kernel_size'):
-        call(q, q, q, 5, dilation=2)
-    with pytest.raises(ValueError, match=r'rpb must have shape \(heads, 2K-1, 2K-1\)'):
-        call(q, q, q, 3, rpb=torch.zeros(2, 3, 3, device=DEVICE))
-    with pytest.raises(ValueError, match='odd int'):
-        call(q, q, q, 4)
-    with pytest.raises(ValueError, match='dtypes disagree'):
-        call(q, q.double(), q, 3)
-    with pytest.raises(ValueError, match='dropout_p'):
-        call(q, q, q, 3, dropout_p=1.0)
+    for args, kwargs, message in bad_na2d_calls(head_dim=16, device=DEVICE):
+        with pytest.raises(ValueError) as error:
+            na2d(*args, **kwargs, backend='triton')
+        assert str(error.value) == message
 
 
 def test_na2d_backend_triton_matches_reference():

@@ -42,5 +42,7 @@ def test_a_document_without_markers_is_refused(load_tool, tmp_path):
     tool = load_tool('misc/bad_files_table')
     document = tmp_path / 'doc.md'
     document.write_text('# no markers\n')
-    with pytest.raises(ValueError, match='has no table markers'):
+    with pytest.raises(ValueError) as error:
         tool.write_into(document, '| table |')
+    assert str(error.value) == (f'{document} has no table markers; add the lines\n{tool.BEGIN}\n'
+                                f'{tool.END}\nwhere the table goes')

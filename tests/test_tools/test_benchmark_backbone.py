@@ -1,5 +1,6 @@
 """tools/analysis_tools/benchmark_backbone.py: the attention-free floor, the targets, a
 smoke run of the whole table."""
+import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -39,7 +40,8 @@ def test_floor_removes_only_the_attention_core(benchmark):
 def test_shape_parsing(benchmark):
     assert benchmark.parse_shape('512x512:2') == (512, 512, 2)
     assert benchmark.parse_shape('800x1344') == (800, 1344, 1)
-    with pytest.raises(Exception, match='shape must look like'):
+    with pytest.raises(argparse.ArgumentTypeError,
+                       match=r"^shape must look like 512x512 or 512x512:2, got '512'$"):
         benchmark.parse_shape('512')
 
 

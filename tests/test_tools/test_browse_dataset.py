@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from environment import require_module
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TOOL = 'analysis_tools/browse_dataset'
 DEMOS = {'seg': ('mmseg', 'upernet_nat_demo.py', 'tiny_ade'),
@@ -18,7 +20,7 @@ def test_pictures_show_the_annotations(task, load_tool, tmp_path, request):
     """Validation split (a deterministic pipeline): one picture per image, of the size the
     pipeline gives, visibly different from the image alone."""
     package, config, data = DEMOS[task]
-    pytest.importorskip(f'{package}.utils')
+    require_module(f'{package}.utils')
     data_root = request.getfixturevalue(data)
     tool = load_tool(TOOL)
     argv = [str(REPO_ROOT / 'configs' / 'demo' / config), '--split', 'val', '--not-show',
@@ -44,7 +46,9 @@ def test_pictures_show_the_annotations(task, load_tool, tmp_path, request):
 def test_not_show_needs_an_output_dir(load_tool, capsys):
     with pytest.raises(SystemExit):
         load_tool(TOOL).parse_args(['config.py', '--not-show'])
-    assert '--not-show without --output-dir' in capsys.readouterr().err
+    assert capsys.readouterr().err.endswith(
+        'error: --not-show without --output-dir would draw nothing anyone sees: give --output-dir '
+        'DIR, or leave out --not-show\n')
 
 
 def test_other_libraries_configs_are_refused(load_tool, tmp_path):

@@ -12,8 +12,9 @@ numbers: MMEngine restores the data order and replays the skipped iterations' da
 dropout).
 
 Kill points: after a checkpoint is complete (during the next iterations), and while a
-checkpoint is being written (the file exists, its writer is killed at once: a cut or empty
-file is left, which --resume must pass over)."""
+checkpoint is being written: the run stops itself half-way through writing it
+(tests/test_tools/stop_mid_write.py's hook) and is killed there, leaving a cut file, which
+--resume must pass over."""
 import os
 import signal
 import subprocess
@@ -23,7 +24,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from mmengine.config import Config
 
+from environment import require_module
 from nat_mm.launch.hooks import RNG_STATE_KEY
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -70,7 +73,7 @@ def task(request, tmp_path_factory):
         config = tmp_path_factory.mktemp('config') / 'nat_regressor.py'
         config.write_text(REGRESSION_CONFIG)
         return Task(request.param, str(config), [])
-    pytest.importorskip('mmseg', reason='the demo segmentor needs MMSegmentation')
+    require_module('mmseg')    # the demo segmentor's
     data_root = request.getfixturevalue('tiny_ade')
     options = [f'{split}_dataloader.dataset.data_root={data_root}'
                for split in ('train', 'val', 'test')] + [
@@ -156,20 +159,36 @@ def test_killed_after_a_checkpoint_resumes_to_the_same_state(straight, task, too
                                straight / f'iter_{MAX_ITERS}.pth')
 
 
+def _stopping_mid_write(task, tmp_path, filename, marker):
+    """``task`` with tests/test_tools/stop_mid_write.py's hook added: the run stops itself
+    half-way through writing ``filename`` and waits to be killed (a config beside the
+    task's that inherits it)."""
+    cfg = Config.fromfile(task.config, import_custom_modules=False).to_dict()
+    imports = dict(cfg['custom_imports'])
+    imports['imports'] = [*imports['imports'], 'stop_mid_write']
+    hooks = [*cfg.get('custom_hooks', []),
+             dict(type='StopWhileWritingCheckpoint', filename=filename, marker=str(marker))]
+    config = tmp_path / f'{Path(task.config).stem}_stop_mid_write.py'
+    config.write_text(f'_base_ = [{task.config!r}]\ncustom_imports = {imports!r}\n'
+                      f'custom_hooks = {hooks!r}\n')
+    return Task(task.name, str(config), task.options)
+
+
 @pytest.mark.slow
 def test_killed_while_writing_a_checkpoint_resumes_from_the_last_complete_one(
         straight, task, tool_path, tmp_path):
     work_dir = tmp_path / 'work'
-    command = task.command(tool_path('train'), work_dir)
     second = work_dir / f'iter_{2 * INTERVAL}.pth'
+    marker = tmp_path / 'stopped_mid_write'
+    stopping = _stopping_mid_write(task, tmp_path, second.name, marker)
     with open(tmp_path / 'killed.log', 'w') as log:
-        process = _start(command, log)
-        _kill_when(process, second.exists)
-    size, complete_size = second.stat().st_size, (straight / second.name).stat().st_size
+        process = _start(stopping.command(tool_path('train'), work_dir), log)
+        _kill_when(process, marker.exists)
+    written, total = map(int, marker.read_text().split())
     pointer = (work_dir / 'last_checkpoint').read_text()
-    print(f'killed while writing {second.name}: {size} of {complete_size} bytes written; '
+    print(f'killed while writing {second.name}: {written} of {total} bytes written; '
           f'last_checkpoint names {Path(pointer).name}')
-    assert size < complete_size                # the kill came while the file was written
+    assert second.stat().st_size == written == total // 2 > 0    # the kill came mid-write
     assert pointer.endswith(f'iter_{INTERVAL}.pth')    # MMEngine updates it after the file
 
     # resuming from the damaged file names it and stops, before unpickling anything

@@ -2,12 +2,12 @@
 by itself after SERVER_LIFETIME_S) and a Hugging Face Hub cache folder built here: progress,
 size check, resume, no partial file under the final name, Hub copies checked and converted,
 and what to do by hand when nothing can be reached. Nothing leaves the machine."""
-import importlib.util
 import hashlib
 import io
 import json
 import re
 import socket
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from environment import require_module
 from nat_mm.models.presets import PUBLISHED_CHECKPOINTS
 from nat_mm.models.transformers_layout import nat_arguments
 
@@ -141,8 +142,15 @@ def test_existing_file_is_kept(tool, server, tmp_path, capsys):
     assert httpd.requests == []
 
 
-def test_offline_says_what_to_download_by_hand_and_where(tool, tmp_path, capsys):
-    """Nothing reachable: the official address refuses, the Hub cache is empty."""
+@pytest.mark.parametrize('hub', ['installed', 'not installed'])
+def test_offline_says_what_to_download_by_hand_and_where(tool, tmp_path, capsys, monkeypatch,
+                                                         hub):
+    """Nothing reachable: the official address refuses, the Hub cache is empty; or
+    huggingface_hub cannot be imported (``None`` in sys.modules: as if not installed)."""
+    if hub == 'installed':
+        require_module('huggingface_hub')
+    else:
+        monkeypatch.setitem(sys.modules, 'huggingface_hub', None)
     dest = tmp_path / 'checkpoints'
     status = tool.main(['nat_mini', 'dinat_large_in22k_224', '--mirror',
                         f'http://127.0.0.1:{closed_port()}', '--dest', str(dest), '--hub-offline',
@@ -151,7 +159,7 @@ def test_offline_says_what_to_download_by_hand_and_where(tool, tmp_path, capsys)
     err = capsys.readouterr().err
     assert 'nat_mini: could not fetch it. official address: http://127.0.0.1:' in err
     assert 'Connection refused' in err
-    if importlib.util.find_spec('huggingface_hub') is None:
+    if hub == 'not installed':
         assert 'Hub: huggingface_hub is not installed (pip install huggingface_hub)' in err
     else:
         assert 'Hub: Hub shi-labs/nat-mini-in1k-224: ' in err
@@ -214,7 +222,7 @@ def _entry(folder):
 @pytest.mark.parametrize('folder', ['dinat_k7', 'nat_k7'])
 def test_hub_copy_is_checked_converted_and_gives_the_golden_numbers(tool, tmp_path, folder,
                                                                    assert_transformers_features):
-    pytest.importorskip('huggingface_hub')
+    require_module('huggingface_hub')
     cache = hub_cache(tmp_path / 'hub', f'test-org/{folder}', HF_DATA / folder)
     target = tmp_path / 'checkpoints' / f'{folder}.pth'
     target.parent.mkdir()
@@ -254,7 +262,7 @@ def test_hub_copy_keeps_the_classifier_head(tool, tmp_path):
 
 
 def test_damaged_hub_file_fails_the_published_hash(tool, tmp_path):
-    pytest.importorskip('huggingface_hub')
+    require_module('huggingface_hub')
     cache = hub_cache(tmp_path / 'hub', 'test-org/nat_k7', HF_DATA / 'nat_k7', damage=True)
     target = tmp_path / 'nat_k7.pth'
     with pytest.raises(tool.DownloadError, match=r'SHA-256 [0-9a-f]{64}, the Hub publishes '
@@ -265,7 +273,7 @@ def test_damaged_hub_file_fails_the_published_hash(tool, tmp_path):
 
 def test_hub_copy_of_another_model_is_refused(tool, tmp_path):
     """The Hub snapshot's config.json disagrees with the entry's model: nothing is written."""
-    pytest.importorskip('huggingface_hub')
+    require_module('huggingface_hub')
     cache = hub_cache(tmp_path / 'hub', 'test-org/dinat_k7', HF_DATA / 'dinat_k7')
     entry = dict(_entry('dinat_k7'), hub_repo='test-org/dinat_k7')
     entry['arch'] = dict(entry['arch'], num_heads=[1, 2, 4, 4])

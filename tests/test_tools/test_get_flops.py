@@ -102,10 +102,18 @@ def test_classification_body_of_nat_mini_matches_published(get_flops):
     assert sum(p.numel() for p in model.parameters()) == pytest.approx(19.98e6, rel=1e-3)
 
 
-def test_command_line_errors(get_flops):
+def test_command_line_errors(get_flops, capsys):
     with pytest.raises(SystemExit):
-        get_flops.parse_args([])                                   # neither config nor arch
+        get_flops.parse_args([])
+    assert capsys.readouterr().err.endswith(
+        'error: nothing to count: give a CONFIG (an mmdet or mmseg config) or --arch (a NAT '
+        'classification body)\n')
     with pytest.raises(SystemExit):
-        get_flops.parse_args(['cfg.py', '--arch', 'tiny'])          # both
-    with pytest.raises(FileNotFoundError, match='not found'):
+        get_flops.parse_args(['cfg.py', '--arch', 'tiny'])
+    assert capsys.readouterr().err.endswith(
+        'error: both a CONFIG (cfg.py) and --arch tiny: give one of them\n')
+    with pytest.raises(FileNotFoundError) as error:
         get_flops.build_from_config('no/such/config.py', backbone_only=False)
+    assert str(error.value) == ('get_flops: config no/such/config.py not found: give the path of '
+                                'an mmdet or mmseg config file (e.g. '
+                                'configs/mask_rcnn_nat_tiny_coco.py)')

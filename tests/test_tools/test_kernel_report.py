@@ -8,12 +8,15 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
+from environment import require_backend, require_module
 from nat_mm.ops import triton_report
 
-triton = pytest.importorskip('triton')
-pytest.importorskip('triton.backends.nvidia.compiler',
-                    reason='this Triton has no NVIDIA backend')
+# this Triton runs the kernels here (a CPU: through its interpreter) and compiles for NVIDIA
+require_backend('triton', 'cuda' if torch.cuda.is_available() else 'cpu')
+triton = require_module('triton')
+require_module('triton.backends.nvidia.compiler')
 
 TOOL = Path(__file__).resolve().parents[2] / 'tools' / 'analysis_tools' / 'kernel_report.py'
 

@@ -104,10 +104,16 @@ def test_relocated_dataset_passes_the_check(tiny_ade, load_tool):
 
 def test_missing_checkpoints(tmp_path, monkeypatch, load_tool):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(FileNotFoundError, match='missing.pth'):
+    with pytest.raises(FileNotFoundError) as error:
         load_tool('test').main([SEG_DEMO, 'missing.pth'])
-    with pytest.raises(FileNotFoundError, match='missing.pth'):
+    assert str(error.value) == ('checkpoint missing.pth does not exist: give the path of a trained '
+                                'checkpoint (e.g. WORK_DIR/iter_N.pth of tools/train.py), an '
+                                'official .pth file or a Hugging Face Hub folder')
+    with pytest.raises(FileNotFoundError) as error:
         load_tool('train').main([SEG_DEMO, '--resume', 'missing.pth'])
+    assert str(error.value) == ('--resume: checkpoint missing.pth does not exist: give an existing '
+                                'one, or --resume without a path to continue from the latest '
+                                'complete one in the work dir')
 
 
 @pytest.mark.parametrize('config, checkpoint', [

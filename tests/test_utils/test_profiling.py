@@ -1,5 +1,6 @@
 """nat_mm.utils.profiling: interleaved medians and peak memory (CPU here; CUDA on a GPU)."""
 import sys
+import time
 
 import pytest
 import torch
@@ -8,11 +9,28 @@ from nat_mm.utils import profiling
 
 
 def test_interleaved_medians_calls_every_candidate_in_turn():
-    calls = []
-    candidates = {name: (lambda name=name: calls.append(name)) for name in ('a', 'b', 'c')}
-    times = profiling.interleaved_medians(candidates, repeats=3, warmup=1)
+    """Each candidate times its own body (which sleeps 1 ms) with the same clock: a call's
+    timer brackets the body, so the median lies between the middle body time and the time of
+    the whole measurement (in seconds, not another unit; no assumption on speed)."""
+    calls, bodies = [], {name: [] for name in 'abc'}
+
+    def candidate(name):
+        def call():
+            begin = time.perf_counter()
+            calls.append(name)
+            time.sleep(1e-3)
+            bodies[name].append(time.perf_counter() - begin)
+        return call
+
+    begin = time.perf_counter()
+    times = profiling.interleaved_medians({name: candidate(name) for name in 'abc'}, repeats=3,
+                                          warmup=1)
+    whole = time.perf_counter() - begin
     assert calls == ['a', 'b', 'c'] * 4          # one warm-up round, then 3 timed rounds
-    assert set(times) == {'a', 'b', 'c'} and all(t >= 0 for t in times.values())
+    assert set(times) == {'a', 'b', 'c'}
+    for name, median in times.items():
+        timed = sorted(bodies[name][1:])           # the warm-up call is not timed
+        assert 1e-3 <= timed[1] <= median <= whole, (name, timed, median, whole)
 
 
 def test_interleaved_medians_takes_the_median(monkeypatch):
@@ -25,7 +43,7 @@ def test_interleaved_medians_takes_the_median(monkeypatch):
 
 
 def test_interleaved_medians_refuses_no_repeats():
-    with pytest.raises(ValueError, match='repeats must be >= 1'):
+    with pytest.raises(ValueError, match=r'^interleaved_medians: repeats must be >= 1, got 0$'):
         profiling.interleaved_medians({'x': lambda: None}, repeats=0)
 
 

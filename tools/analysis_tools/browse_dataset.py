@@ -35,7 +35,8 @@ def parse_args(argv=None):
                         help='override config entries, key=value, as train.py does')
     args = parser.parse_args(argv)
     if args.not_show and not args.output_dir:
-        parser.error('--not-show without --output-dir would draw nothing anyone sees')
+        parser.error('--not-show without --output-dir would draw nothing anyone sees: give '
+                     '--output-dir DIR, or leave out --not-show')
     if args.max_images is not None and args.max_images < 1:
         parser.error(f'--max-images must be >= 1, got {args.max_images}')
     return args

@@ -237,7 +237,8 @@ def build_from_config(path, backbone_only):
     (:class:`QueryHeadForward`); with ``backbone_only`` always 'mmdet'/'mmseg'.
     """
     if not Path(path).is_file():
-        raise FileNotFoundError(f'get_flops: config {path} not found')
+        raise FileNotFoundError(f'get_flops: config {path} not found: give the path of an mmdet '
+                                'or mmseg config file (e.g. configs/mask_rcnn_nat_tiny_coco.py)')
     cfg = Config.fromfile(path)
     kind = cfg.get('default_scope')
     if kind not in ('mmdet', 'mmseg'):
@@ -291,8 +292,11 @@ def parse_args(argv=None):
     parser.add_argument('--show-table', action='store_true',
                         help='also print the per-module table (depth 3)')
     args = parser.parse_args(argv)
-    if (args.config is None) == (args.arch is None):
-        parser.error('give either a CONFIG or --arch')
+    if args.config is None and args.arch is None:
+        parser.error('nothing to count: give a CONFIG (an mmdet or mmseg config) or --arch '
+                     '(a NAT classification body)')
+    if args.config is not None and args.arch is not None:
+        parser.error(f'both a CONFIG ({args.config}) and --arch {args.arch}: give one of them')
     if args.shape is not None and min(args.shape) < 1:
         parser.error('--shape sizes must be >= 1')
     return args
