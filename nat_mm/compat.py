@@ -11,10 +11,14 @@ costs is said where it is used:
 * ``torch.amp.custom_fwd(device_type=...)`` runs the Triton backend's backward
   in its forward's autocast state on any device; older torch has it for CUDA
   only (``torch.cuda.amp``).
+* ``torch.nn.attention.flex_attention`` with block masks sized per map
+  (``BlockMask.from_kv_blocks(seq_lengths=...)``) runs the ``flex`` backend;
+  without it that backend is unavailable (:func:`flex_attention_unusable_reason`).
 * the Triton release the fused kernels are written for
   (:data:`MINIMUM_TRITON`); torch 2.1-2.5 bring an older one, and CUDA then
   uses the next backend (:func:`triton_unusable_reason`).
 """
+import inspect
 import re
 
 import torch
@@ -96,4 +100,18 @@ def triton_unusable_reason(version=None):
         minimum = '.'.join(map(str, MINIMUM_TRITON))
         return (f'Triton {version} is older than {minimum}, the oldest Triton '
                 'the fused kernels are tested with (docs/gpu.md: which torch brings which Triton)')
+    return None
+
+
+def flex_attention_unusable_reason():
+    """Why this torch's FlexAttention cannot run the ``flex`` backend, or None when it can."""
+    try:
+        from torch.nn.attention.flex_attention import BlockMask
+    except ImportError:
+        return (f'torch {torch.__version__} has no FlexAttention '
+                '(torch.nn.attention.flex_attention)')
+    if 'seq_lengths' not in inspect.signature(BlockMask.from_kv_blocks).parameters:
+        return (f"torch {torch.__version__}'s FlexAttention cannot size a block mask for "
+                'maps that are not a multiple of its block (BlockMask.from_kv_blocks has no '
+                'seq_lengths)')
     return None

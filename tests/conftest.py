@@ -57,8 +57,9 @@ if MATRIX_PROFILE:
         outcome = yield
         report = outcome.get_result()
         longrepr = str(report.longrepr or '')
-        module = next((name for name in MATRIX_ABSENT
-                       if f"No module named '{name}" in longrepr), None)
+        module = next((name for name, package in MATRIX_ABSENT.items()
+                       if f"No module named '{name}" in longrepr
+                       or f'{package} is not installed' in longrepr), None)
         if report.failed and module:
             report.outcome = 'skipped'
             report.longrepr = (str(collector.path), 0,

@@ -36,7 +36,8 @@ PROFILE_ENV = 'NAT_MM_TEST_PROFILE'
 PROFILES = ('default', 'matrix')
 #: Not installed in a torch-matrix venv, by design: module -> the pip package that has it.
 MATRIX_ABSENT = {'mmcv': 'mmcv', 'mmdet': 'mmdet', 'mmseg': 'mmsegmentation',
-                 'mmpretrain': 'mmpretrain', 'torchvision': 'torchvision'}
+                 'mmpretrain': 'mmpretrain', 'torchvision': 'torchvision',
+                 'pycocotools': 'pycocotools'}
 #: How to complete the pinned venv.
 FIX = ('run `make setup` (or `pip install -e ".[tests]"` in this venv); in a torch-matrix '
        f'venv without the OpenMMLab stack set {PROFILE_ENV}=matrix')

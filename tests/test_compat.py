@@ -118,3 +118,17 @@ def test_a_default_backend_that_cannot_run_is_skipped_with_one_warning(monkeypat
     assert not calls
     torch.testing.assert_close(out, na2d_reference(query, key, value, 3), rtol=0, atol=1e-12)
 
+
+
+def test_flex_attention_state_matches_the_flex_backend():
+    """On the pinned torch FlexAttention runs; on a torch-matrix venv of torch 2.1 / 2.4 the
+    backend says what is missing."""
+    from nat_mm.ops import flex
+    reason = compat.flex_attention_unusable_reason()
+    assert flex.unavailable_reason('cpu') == reason
+    if reason is None:
+        assert 'flex' in functional.available_backends('cpu')
+    else:
+        assert reason == (f'torch {torch.__version__} has no FlexAttention '
+                          '(torch.nn.attention.flex_attention)') or 'seq_lengths' in reason
+        assert 'flex' not in functional.available_backends('cpu')

@@ -34,16 +34,16 @@ there); float64 inputs are computed in float32 and returned as float64.
 """
 import functools
 import importlib.util
-import inspect
 import types
 
 import torch
 
+from ..compat import flex_attention_unusable_reason
 from .common import neighborhood_indices
 
-try:
+if flex_attention_unusable_reason() is None:
     from torch.nn.attention.flex_attention import BlockMask, flex_attention
-except ImportError:  # torch without FlexAttention: is_available() says why
+else:  # is_available() says why
     BlockMask = flex_attention = None
 
 #: FlexAttention's default sparse block: (query, key) blocks of this many tokens each.
@@ -63,13 +63,9 @@ DROPOUT_ERROR = (
 
 def unavailable_reason(device_type):
     """Why the backend cannot run on ``device_type`` (one line), or None when it can."""
-    if flex_attention is None:
-        return (f'torch {torch.__version__} has no FlexAttention '
-                '(torch.nn.attention.flex_attention)')
-    if 'seq_lengths' not in inspect.signature(BlockMask.from_kv_blocks).parameters:
-        return (f"torch {torch.__version__}'s FlexAttention cannot size a block mask for "
-                'maps that are not a multiple of its block (BlockMask.from_kv_blocks has no '
-                'seq_lengths)')
+    reason = flex_attention_unusable_reason()
+    if reason is not None:
+        return reason
     if device_type == 'cuda':
         if not torch.cuda.is_available():
             return 'CUDA is not available'

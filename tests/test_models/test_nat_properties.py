@@ -178,8 +178,16 @@ def _assert_bad_pixel_reaches_its_receptive_field(backend, data, kernel, dilatio
     torch.testing.assert_close(got[0][:, ~reach], expected[0][:, ~reach])
 
 
-@pytest.mark.parametrize('backend', [name for name in available_backends('cpu')
-                                     if name != 'triton'])
+#: FlexAttention's CPU kernel turns a non-finite query or key into finite outputs and spreads a
+#: non-finite value to its 128-token block (docs/operator.md; tests/test_ops/test_non_finite.py):
+#: the property does not hold there, and a strict xfail sees a change in that.
+FLEX_NON_FINITE = pytest.mark.xfail(strict=True, reason='flex on the CPU: non-finite queries '
+                                    'and keys give finite outputs, values reach their block')
+
+
+@pytest.mark.parametrize('backend', [
+    pytest.param(name, marks=[FLEX_NON_FINITE] if name == 'flex' else [])
+    for name in available_backends('cpu') if name != 'triton'])
 @_share(SHARE)
 @BAD_PIXEL_CASES
 def test_a_bad_pixel_reaches_only_its_receptive_field_at_stage_1(

@@ -11,6 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from environment import requires_stack
+
+# the trainings run in subprocesses (torchrun, srun) that import mmseg and mmcv
+pytestmark = requires_stack('mmcv', 'mmseg')
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TOOLS = REPO_ROOT / 'tools'
