@@ -381,12 +381,22 @@ def self_checks(section, device, backends):
                           failure or f'passed in {seconds:.2f}s')
 
 
+def device_precisions(device):
+    """The :data:`PRECISIONS` this torch runs on ``device`` (autocast dtypes it supports)."""
+    from nat_mm.compat import autocast_supports
+    return [name for name, (_, _, autocast_dtype, _) in PRECISIONS.items()
+            if autocast_dtype is None or autocast_supports(device.type, autocast_dtype)]
+
+
 def op_tests(section, report, device, backends, cases, large_logit_case):
     """The first-use self-checks, every backend x case x precision, then the large-logit
     cases."""
     from nat_mm.ops import na2d
     self_checks(section, device, backends)
-    precisions = list(PRECISIONS)
+    precisions = device_precisions(device)
+    if len(precisions) < len(PRECISIONS):
+        section.line(f'not supported by torch {torch.__version__} on {device.type}, left out: '
+                     f'{", ".join(sorted(set(PRECISIONS) - set(precisions)))}')
     header = (f'{"backend":8s} {"case":44s} {"precision":18s} {"out":>8s} {"dq":>8s} {"dk":>8s} '
               f'{"dv":>8s} {"drpb":>8s} {"tol":>7s}')
     section.line('relative max error vs na2d_reference in float64 on the same inputs')

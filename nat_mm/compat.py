@@ -14,12 +14,15 @@ costs is said where it is used:
 * ``torch.nn.attention.flex_attention`` with block masks sized per map
   (``BlockMask.from_kv_blocks(seq_lengths=...)``) runs the ``flex`` backend;
   without it that backend is unavailable (:func:`flex_attention_unusable_reason`).
+* float16 autocast on the CPU (torch 2.1 autocasts the CPU to bfloat16 only):
+  :func:`autocast_supports`.
 * the Triton release the fused kernels are written for
   (:data:`MINIMUM_TRITON`); torch 2.1-2.5 bring an older one, and CUDA then
   uses the next backend (:func:`triton_unusable_reason`).
 """
 import inspect
 import re
+import warnings
 
 import torch
 
@@ -115,3 +118,16 @@ def flex_attention_unusable_reason():
                 'maps that are not a multiple of its block (BlockMask.from_kv_blocks has no '
                 'seq_lengths)')
     return None
+
+
+def autocast_supports(device_type, dtype):
+    """Whether ``torch.autocast(device_type, dtype=dtype)`` computes a matmul in ``dtype``
+    (torch 2.1 disables CPU autocast for float16, with a warning)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            with torch.autocast(device_type, dtype=dtype):
+                ones = torch.ones(1, 1, device=device_type)
+                return (ones @ ones).dtype == dtype
+    except RuntimeError:
+        return False

@@ -132,3 +132,10 @@ def test_flex_attention_state_matches_the_flex_backend():
         assert reason == (f'torch {torch.__version__} has no FlexAttention '
                           '(torch.nn.attention.flex_attention)') or 'seq_lengths' in reason
         assert 'flex' not in functional.available_backends('cpu')
+
+
+def test_autocast_support_is_what_a_matmul_under_autocast_gives():
+    assert compat.autocast_supports('cpu', torch.bfloat16)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
+    assert not compat.autocast_supports('cpu', torch.float64)   # never an autocast dtype

@@ -51,7 +51,8 @@ def _installed_modules():
     modules = {}
     for module, owners in importlib.metadata.packages_distributions().items():
         for owner in owners:
-            if not module.startswith('_'):
+            # (Triton 2.1's top_level.txt also lists 'triton/_C', not a module name)
+            if not module.startswith('_') and module.isidentifier():
                 modules.setdefault(canonicalize_name(owner), []).append(module)
     return modules
 
