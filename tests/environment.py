@@ -113,12 +113,20 @@ def require_module(name):
 
 def require_backend(name, device_type):
     """The attention backend ``name`` must run on ``device_type`` here (``triton`` on the
-    CPU: through Triton's interpreter, which tests/conftest.py switches on). In the
-    ``matrix`` profile an unavailable ``triton`` skips, naming the Triton it found."""
+    CPU: through Triton's interpreter, which tests/conftest.py switches on). ``triton``
+    skips, naming the Triton it found, in the ``matrix`` profile and wherever the installed
+    Triton is older than the kernels need (the one torch 2.1-2.6 pin: e.g. the torch 2.1
+    stack of ``TORCH_VERSION=2.1.2 make setup``); a missing Triton fails."""
+    from nat_mm.compat import MINIMUM_TRITON, triton_unusable_reason
     from nat_mm.ops import available_backends
     if name in available_backends(device_type):
         return
     what = f'the {name!r} attention backend cannot run on {device_type}'
+    too_old = name == 'triton' and 'is older than' in (triton_unusable_reason() or '')
+    if too_old:
+        pytest.skip(f'{what}: {triton_unusable_reason()} (torch {torch.__version__} pins it; '
+                    f'the kernels need Triton >= {".".join(map(str, MINIMUM_TRITON))})',
+                    allow_module_level=True)
     if name == 'triton':
         try:
             what += f' (triton {importlib.import_module("triton").__version__} imports'

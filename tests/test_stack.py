@@ -21,6 +21,7 @@ from packaging.utils import canonicalize_name
 import environment
 from environment import (MATRIX_PROFILE, declared_test_requirements, require_backend,
                          require_module)
+from nat_mm.compat import triton_unusable_reason
 
 RELEASES = [line.split() for line in (Path(__file__).resolve().parents[1] / 'scripts' /
                                       'torch_versions.txt').read_text().splitlines()
@@ -207,6 +208,9 @@ def test_a_missing_module_fails_but_the_stack_skips_in_the_matrix(monkeypatch, p
 @pytest.mark.parametrize('profile, outcome', [('default', pytest.fail), ('matrix', pytest.skip)])
 def test_an_unavailable_triton_backend_skips_only_in_the_matrix(monkeypatch, profile, outcome):
     """Without TRITON_INTERPRET=1 Triton cannot run on a CPU (as with a Triton too old)."""
+    if triton_unusable_reason() is not None:
+        pytest.skip(f'{triton_unusable_reason()}: require_backend skips for that in every '
+                    'profile, before this check')
     monkeypatch.setenv(environment.PROFILE_ENV, profile)
     monkeypatch.setenv('TRITON_INTERPRET', '0')
     with pytest.raises(outcome.Exception, match=(

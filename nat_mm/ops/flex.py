@@ -41,7 +41,10 @@ import torch
 from ..compat import flex_attention_unusable_reason
 from .common import neighborhood_indices
 
-if flex_attention_unusable_reason() is None:
+#: Why this torch's FlexAttention cannot serve the backend (None: it can); looked up once, as
+#: the seam asks for it on every call (inside compiled code too).
+FLEX_UNUSABLE = flex_attention_unusable_reason()
+if FLEX_UNUSABLE is None:
     from torch.nn.attention.flex_attention import BlockMask, flex_attention
 else:  # is_available() says why
     BlockMask = flex_attention = None
@@ -63,9 +66,8 @@ DROPOUT_ERROR = (
 
 def unavailable_reason(device_type):
     """Why the backend cannot run on ``device_type`` (one line), or None when it can."""
-    reason = flex_attention_unusable_reason()
-    if reason is not None:
-        return reason
+    if FLEX_UNUSABLE is not None:
+        return FLEX_UNUSABLE
     if device_type == 'cuda':
         if not torch.cuda.is_available():
             return 'CUDA is not available'

@@ -55,6 +55,10 @@ def test_dinat_large_detector_and_segmentor_macs(get_flops, name, shape, publish
     ('mask2former_dinat_large_coco_instance', 522e9),   # mmdet Mask2Former, 200 queries
     ('mask2former_dinat_large_ade20k', 518e9),          # mmseg EncoderDecoder, 100 queries
 ])
+@pytest.mark.skipif(torch.__version__.startswith('2.1.'),
+                    reason='torch 2.1\'s JIT tracer (which MMEngine\'s FLOP counter uses) refuses '
+                    'the named tensors in Mask2Former\'s attention: "NYI: Named tensors are not '
+                    'supported with the tracer"')
 @pytest.mark.slow
 def test_mask2former_dinat_large_macs(get_flops, name, published):
     """Mask2Former DiNAT-L (kernel 11): the published costs are those of an 800x800 input."""

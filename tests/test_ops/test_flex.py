@@ -165,8 +165,8 @@ def test_torch_without_flex_attention_is_named_with_the_backend_to_use(monkeypat
     """The seam's message for what compat.flex_attention_unusable_reason says on a torch
     without FlexAttention (the torch-matrix venvs of torch 2.1 and 2.4 give the real one:
     tests/test_compat.py)."""
-    monkeypatch.setattr(flex, 'flex_attention_unusable_reason', lambda: (
-        'torch 2.4.1 has no FlexAttention (torch.nn.attention.flex_attention)'))
+    monkeypatch.setattr(flex, 'FLEX_UNUSABLE',
+                        'torch 2.4.1 has no FlexAttention (torch.nn.attention.flex_attention)')
     with pytest.raises(ValueError, match=r"backend 'flex' is not available here \(torch .* has "
                                          r"no FlexAttention.*; use backend='csr'"):
         with na_backend('flex'):

@@ -43,6 +43,7 @@ Examples::
 """
 import argparse
 import math
+import random
 from collections import Counter
 from pathlib import Path
 
@@ -169,10 +170,15 @@ class DetectorDummyForward(nn.Module):
     @staticmethod
     def proposals(height, width, num, device):
         """``num`` fixed boxes (x1, y1, x2, y2) inside an H x W image."""
-        gen = torch.Generator().manual_seed(0)
-        corners = torch.rand(num, 2, generator=gen) * torch.tensor([width, height]) * 0.75
-        sizes = torch.rand(num, 2, generator=gen) * torch.tensor([width, height]) * 0.25 + 8
-        return torch.cat([corners, corners + sizes], dim=1).to(device)
+        # Python's generator, not torch's: the boxes are constants of the traced graph (torch
+        # 2.1's JIT tracer refuses a torch.Generator argument)
+        rng = random.Random(0)
+        boxes = []
+        for _ in range(num):
+            x1, y1 = rng.random() * width * 0.75, rng.random() * height * 0.75
+            boxes.append([x1, y1, x1 + rng.random() * width * 0.25 + 8,
+                          y1 + rng.random() * height * 0.25 + 8])
+        return torch.tensor(boxes, device=device)
 
     def forward(self, inputs):
         from mmdet.structures.bbox import bbox2roi
