@@ -6,8 +6,9 @@ string), and every module calls it through this file; what a missing feature
 costs is said where it is used:
 
 * ``torch.compiler.is_exporting`` tells :func:`nat_mm.na2d` that
-  ``torch.export`` is tracing it. Without it an export cannot be detected, so
-  exporting (:mod:`nat_mm.deploy`) needs it (:func:`require_export_support`).
+  ``torch.export`` is tracing it, and ``torch.export`` must trace in Python by
+  default (non-strict): exporting (:mod:`nat_mm.deploy`) needs both
+  (:func:`require_export_support`).
 * ``torch.amp.custom_fwd(device_type=...)`` runs the Triton backend's backward
   in its forward's autocast state on any device; older torch has it for CUDA
   only (``torch.cuda.amp``).
@@ -17,7 +18,7 @@ costs is said where it is used:
 * float16 autocast on the CPU (torch 2.1 autocasts the CPU to bfloat16 only):
   :func:`autocast_supports`.
 * the Triton release the fused kernels are written for
-  (:data:`MINIMUM_TRITON`); torch 2.1-2.5 bring an older one, and CUDA then
+  (:data:`MINIMUM_TRITON`); torch 2.1-2.9 bring an older one, and CUDA then
   uses the next backend (:func:`triton_unusable_reason`).
 """
 import inspect
@@ -29,7 +30,7 @@ import torch
 #: The oldest torch the suite passes on (``make test-torch TORCH=...``, docs/environments.md).
 MINIMUM_TORCH = (2, 1)
 #: The oldest Triton the fused kernels are tested with (the torch matrix, docs/environments.md).
-MINIMUM_TRITON = (3, 3)
+MINIMUM_TRITON = (3, 6)
 
 
 def _release(version):
@@ -52,9 +53,21 @@ def check_torch_version(version=None):
 _is_exporting = getattr(getattr(torch, 'compiler', None), 'is_exporting', None)
 
 
-def can_detect_export():
-    """Whether this torch tells a traced function that ``torch.export`` runs it."""
-    return _is_exporting is not None
+def export_unsupported_reason():
+    """Why this torch cannot export nat_mm models (torch.export, ONNX), or None when it can.
+
+    Exporting needs ``torch.compiler.is_exporting`` (so that :func:`nat_mm.na2d` picks its
+    traceable backend) and a ``torch.export`` that traces in Python by default
+    (``strict=False``): TorchDynamo's strict tracing cannot follow nat_mm's backend choice."""
+    if _is_exporting is None:
+        return (f'torch {torch.__version__} cannot tell nat_mm that it is being exported '
+                '(no torch.compiler.is_exporting)')
+    from torch import export
+    strict = inspect.signature(export.export).parameters.get('strict')
+    if strict is not None and strict.default is not False:
+        return (f"torch {torch.__version__}'s torch.export traces with TorchDynamo by default "
+                "(strict=True), which cannot follow nat_mm's choice of backend")
+    return None
 
 
 def is_exporting():
@@ -63,13 +76,12 @@ def is_exporting():
 
 
 def require_export_support(what='export'):
-    """Raises RuntimeError naming the missing feature when this torch cannot export nat_mm."""
-    if not can_detect_export():
+    """Raises RuntimeError naming what is missing when this torch cannot export nat_mm."""
+    reason = export_unsupported_reason()
+    if reason is not None:
         raise RuntimeError(
-            f'{what}: nat_mm exports through torch.export, which must tell the attention that it '
-            f'is being exported (torch.compiler.is_exporting); torch {torch.__version__} lacks it. '
-            'Export with torch >= 2.7 (e.g. in a separate environment: the exported file runs '
-            'anywhere ONNX Runtime does)')
+            f'{what}: {reason}. Export in an environment with a newer torch (2.13 is tested; '
+            'the exported file runs anywhere ONNX Runtime does)')
 
 
 def custom_fwd_bwd(forward, backward, device_type):

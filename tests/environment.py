@@ -30,7 +30,7 @@ import pytest
 import torch
 from packaging.requirements import Requirement
 
-from nat_mm.compat import can_detect_export
+from nat_mm.compat import export_unsupported_reason
 
 PROFILE_ENV = 'NAT_MM_TEST_PROFILE'
 PROFILES = ('default', 'matrix')
@@ -55,11 +55,10 @@ def profile():
 
 MATRIX_PROFILE = profile() == 'matrix'
 
-#: Exporting nat_mm (torch.export, ONNX) needs torch.compiler.is_exporting (torch 2.7+).
+#: Exporting nat_mm (torch.export, ONNX) needs a torch that can (nat_mm.compat).
 requires_torch_export = pytest.mark.skipif(
-    not can_detect_export(),
-    reason=f'torch {torch.__version__} cannot tell nat_mm that it is exporting '
-           '(torch.compiler.is_exporting, torch 2.7+): export tests need a newer torch')
+    export_unsupported_reason() is not None,
+    reason=f'export tests need a newer torch: {export_unsupported_reason()}')
 
 
 def requires_stack(*modules):

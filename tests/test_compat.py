@@ -55,8 +55,9 @@ def test_import_nat_mm_on_an_old_torch_stops_with_that_line():
 
 def test_old_triton_is_reported_with_its_version():
     reason = compat.triton_unusable_reason('2.1.0')
-    assert reason.startswith('Triton 2.1.0 is older than 3.3')
-    assert compat.triton_unusable_reason('3.3.0') is None
+    assert reason.startswith('Triton 2.1.0 is older than 3.6')
+    assert compat.triton_unusable_reason('3.3.1').startswith('Triton 3.3.1 is older than 3.6')
+    assert compat.triton_unusable_reason('3.6.0') is None
     assert compat.triton_unusable_reason('3.7.1+git') is None
 
 
@@ -76,12 +77,15 @@ def test_installed_triton_state_matches_the_triton_backend():
 
 
 def test_export_support_matches_torch():
+    import inspect
+    from torch import export
     has_is_exporting = hasattr(getattr(torch, 'compiler', None), 'is_exporting')
-    assert compat.can_detect_export() == has_is_exporting
+    non_strict = inspect.signature(export.export).parameters['strict'].default is False
+    assert (compat.export_unsupported_reason() is None) == (has_is_exporting and non_strict)
     assert compat.is_exporting() is False
-    if not has_is_exporting:
-        with pytest.raises(RuntimeError, match=r'export_onnx: .*torch\.compiler\.is_exporting.*'
-                                               r'Export with torch >= 2\.7'):
+    if compat.export_unsupported_reason() is not None:
+        with pytest.raises(RuntimeError, match=r'export_onnx: torch .*\. Export in an '
+                                               r'environment with a newer torch'):
             compat.require_export_support('export_onnx')
 
 
