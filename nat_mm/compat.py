@@ -64,7 +64,7 @@ def export_unsupported_reason():
                 '(no torch.compiler.is_exporting)')
     from torch import export
     strict = inspect.signature(export.export).parameters.get('strict')
-    if strict is not None and strict.default is not False:
+    if strict is None or strict.default is not False:   # no such argument: always TorchDynamo
         return (f"torch {torch.__version__}'s torch.export traces with TorchDynamo by default "
                 "(strict=True), which cannot follow nat_mm's choice of backend")
     return None
