@@ -91,14 +91,18 @@ def launch_count():
     return _LAUNCHES[0]
 
 
+#: Why the installed Triton cannot run the kernels (None: it can); looked up once, as the
+#: seam asks for it on every call.
+TRITON_UNUSABLE = triton_unusable_reason()
+
+
 def unavailable_reason(device_type):
     """Why the kernels cannot run on ``device_type`` here, or None when they can:
     on a CUDA device, or on the CPU through Triton's interpreter
     (``TRITON_INTERPRET=1`` set before triton was imported), with a Triton of
     at least :data:`nat_mm.compat.MINIMUM_TRITON`."""
-    reason = triton_unusable_reason()
-    if reason is not None:
-        return reason
+    if TRITON_UNUSABLE is not None:
+        return TRITON_UNUSABLE
     if device_type == 'cuda':
         return None if torch.cuda.is_available() else 'no CUDA device'
     if device_type == 'cpu':
