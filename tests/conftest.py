@@ -24,6 +24,7 @@ import importlib.util
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -90,10 +91,16 @@ def _script_path(name):
 
 
 def _load_script(name):
+    """The script as a module. Its folder leads sys.path while it loads, as when Python runs
+    it (tools/train.py imports its sibling tools/demo.py)."""
     path = _script_path(name)
     spec = importlib.util.spec_from_file_location(name.replace('/', '_'), path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    sys.path.insert(0, str(path.parent))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(path.parent))
     return module
 
 

@@ -14,19 +14,22 @@ import time
 
 import numpy as np
 import torch
-from mmengine.config import Config, DictAction
 from mmengine.dataset import pseudo_collate
 from mmengine.runner import Runner
 from PIL import Image, ImageDraw
 
+from nat_mm.cli.options import add_config_options
 from nat_mm.datasets import generate_demo_data
 from nat_mm.launch import adapt_config_to_device
+from nat_mm.utils import load_config
 
 REPO_ROOT = osp.join(osp.dirname(osp.abspath(__file__)), '..')
 DEMO_CONFIGS = {
     'seg': osp.join(REPO_ROOT, 'configs', 'demo', 'upernet_nat_demo.py'),
     'det': osp.join(REPO_ROOT, 'configs', 'demo', 'mask_rcnn_nat_demo.py'),
 }
+#: ``default_scope`` -> the ``--task`` that trains the same kind of model.
+TASK_BY_SCOPE = {'mmseg': 'seg', 'mmdet': 'det'}
 #: Metrics shown in the summary, in the names the evaluators report them.
 SUMMARY_METRICS = {
     'seg': ('mIoU', 'mAcc', 'aAcc'),
@@ -36,6 +39,13 @@ SUMMARY_METRICS = {
 SCORE_THRESHOLD = 0.5
 #: Panels of the picture are enlarged by this factor (nearest neighbour).
 PICTURE_SCALE = 2
+
+
+def demo_command(scope):
+    """The line tools/train.py and tools/test.py add to a missing-dataset error: this
+    demo, which makes its own data; None for a scope it has no model of (mmpretrain)."""
+    task = TASK_BY_SCOPE.get(scope, 'seg|det') if scope != 'mmpretrain' else None
+    return task and f'or run the built-in demo on generated data: python tools/demo.py --task {task}'
 
 
 def parse_args(argv=None):
@@ -53,8 +63,7 @@ def parse_args(argv=None):
     parser.add_argument('--seed', type=int,
                         help='training seed (initialisation, augmentation, drop path); '
                         'default: the config\'s randomness.seed. The dataset stays the same.')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config entries, key=value (e.g. train_cfg.max_iters=50)')
+    add_config_options(parser, example='train_cfg.max_iters=50')
     return parser.parse_args(argv)
 
 
@@ -69,9 +78,7 @@ def set_data_root(cfg, data_root):
 
 
 def build_config(args):
-    cfg = Config.fromfile(DEMO_CONFIGS[args.task])
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+    cfg = load_config(DEMO_CONFIGS[args.task], args.cfg_options)
     if args.data_root:
         set_data_root(cfg, args.data_root)
     if args.seed is not None:

@@ -17,13 +17,13 @@ A classification config loads the official classifier file, a Hugging Face Hub f
 (nat_mm/launch/classifier_runner.py).
 """
 import argparse
-import os
 import os.path as osp
 
-from mmengine.config import DictAction
+from demo import demo_command
 
+from nat_mm.cli.options import add_config_options, add_launcher_options, parse_launcher_args
 from nat_mm.launch import (adapt_config_to_device, build_runner, check_dataset_files,
-                           check_dataset_paths, init_distributed, load_config,
+                           check_dataset_paths, init_distributed, load_run_config,
                            shutdown_distributed)
 
 
@@ -43,14 +43,9 @@ def parse_args(argv=None):
                         help='test-time augmentation: the config\'s tta_pipeline as the test '
                         'pipeline and its tta_model around the model (ADE20K configs: scales '
                         '0.5-1.75 and flip, as published)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config entries, key=value')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none',
-                        help='job launcher')
-    parser.add_argument('--local-rank', '--local_rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
+    add_config_options(parser, example='test_dataloader.dataset.data_root=/data/ade')
+    add_launcher_options(parser)
+    return parse_launcher_args(parser, argv)
 
 
 #: The metric that writes the raw predictions to a .pkl file, by default_scope.
@@ -107,7 +102,7 @@ def enable_tta(cfg):
 
 
 def build_config(args):
-    cfg = load_config(args.config, args.launcher, args.cfg_options, args.work_dir)
+    cfg = load_run_config(args.config, args.launcher, args.cfg_options, args.work_dir)
     cfg.load_from = args.checkpoint
     if args.tta:
         enable_tta(cfg)
@@ -126,7 +121,7 @@ def main(argv=None):
                                 'a trained checkpoint (e.g. WORK_DIR/iter_N.pth of tools/train.py)'
                                 ', an official .pth file or a Hugging Face Hub folder')
     cfg = build_config(args)
-    check_dataset_paths(cfg, mode='test')
+    check_dataset_paths(cfg, mode='test', alternative=demo_command(cfg.get('default_scope')))
     check_dataset_files(cfg, mode='test')
     init_distributed(args.launcher)
     runner = build_runner(cfg)

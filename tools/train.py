@@ -12,13 +12,13 @@ Examples:
 """
 import argparse
 import logging
-import os
 
-from mmengine.config import DictAction
+from demo import demo_command
 from mmengine.logging import print_log
 
+from nat_mm.cli.options import add_config_options, add_launcher_options, parse_launcher_args
 from nat_mm.launch import (adapt_config_to_device, build_runner, check_dataset_files,
-                           check_dataset_paths, init_distributed, load_config,
+                           check_dataset_paths, init_distributed, load_run_config,
                            resolve_resume_checkpoint, shutdown_distributed)
 
 
@@ -35,16 +35,9 @@ def parse_args(argv=None):
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale the learning rate by (total batch size) / '
                         'auto_scale_lr.base_batch_size')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config entries, key=value, e.g. '
-                        'train_dataloader.dataset.data_root=/data/ade')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none',
-                        help='job launcher')
-    # torch.distributed.launch passes --local-rank (older versions --local_rank)
-    parser.add_argument('--local-rank', '--local_rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
+    add_config_options(parser)
+    add_launcher_options(parser)
+    return parse_launcher_args(parser, argv)
 
 
 def enable_amp(cfg):
@@ -68,7 +61,7 @@ def enable_auto_scale_lr(cfg):
 
 def build_config(args):
     """The config as the Runner will see it, after the command-line options."""
-    cfg = load_config(args.config, args.launcher, args.cfg_options, args.work_dir)
+    cfg = load_run_config(args.config, args.launcher, args.cfg_options, args.work_dir)
     if args.amp:
         enable_amp(cfg)
     if args.auto_scale_lr:
@@ -85,7 +78,7 @@ def main(argv=None):
     args = parse_args(argv)
     cfg = build_config(args)
     resolve_resume_checkpoint(cfg)
-    check_dataset_paths(cfg, mode='train')
+    check_dataset_paths(cfg, mode='train', alternative=demo_command(cfg.get('default_scope')))
     check_dataset_files(cfg, mode='train')
     init_distributed(args.launcher)
     runner = build_runner(cfg)

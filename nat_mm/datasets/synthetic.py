@@ -30,7 +30,6 @@ Generation is deterministic: image ``i`` of a split depends only on
 """
 import json
 import math
-import os.path as osp
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,7 +159,9 @@ def semantic_label(shapes, height, width):
     return np.asarray(label)
 
 
-def _scene_rng(seed, split, index):
+def scene_rng(seed, split, index):
+    """The generator of image ``index`` of ``split``: the same scene for the same
+    ``(seed, split, index)`` in every layout."""
     return np.random.default_rng([seed, sum(map(ord, split)), index])
 
 
@@ -201,13 +202,39 @@ def _check_arguments(num_train, num_val, image_size, max_shapes):
         raise ValueError(f'max_shapes must be >= 1, got {max_shapes}')
 
 
-def generate_ade20k_like(root, num_train=64, num_val=16, image_size=(128, 128), max_shapes=4,
-                         seed=0, balanced=True):
-    """Write a synthetic dataset in the ADE20K layout under ``root``.
+def write_once(root, arguments, generated_dirs, write):
+    """Write a synthetic dataset under ``root`` with ``write(root)``, unless it is there.
 
     Does nothing when ``root`` already holds a complete dataset generated with
-    the same arguments; replaces a synthetic dataset generated with other
-    arguments; refuses (FileExistsError) to write into another non-empty folder.
+    the same ``arguments``; replaces a synthetic dataset generated with other
+    arguments (removing ``generated_dirs``); refuses (FileExistsError) to write
+    into another non-empty folder. The dataset counts as complete once ``write``
+    has returned.
+
+    Args:
+        root: output folder.
+        arguments (dict): what the dataset is generated from: ``format``,
+            ``num_train``, ``num_val``, ``image_size`` (height, width),
+            ``max_shapes``, and any other argument of the generator.
+        generated_dirs: the folders ``write`` creates under ``root``.
+        write: function(root) that writes the files.
+
+    Returns:
+        ``root`` as a string.
+    """
+    _check_arguments(arguments['num_train'], arguments['num_val'], arguments['image_size'],
+                     arguments['max_shapes'])
+    arguments = dict(arguments, image_size=list(arguments['image_size']))
+    if not _prepare_root(root, arguments, generated_dirs):
+        write(Path(root))
+        _mark_complete(root, arguments)
+    return str(root)
+
+
+def generate_ade20k_like(root, num_train=64, num_val=16, image_size=(128, 128), max_shapes=4,
+                         seed=0, balanced=True):
+    """Write a synthetic dataset in the ADE20K layout under ``root``, once
+    (:func:`write_once`).
 
     Args:
         root: output folder (the config's ``data_root``).
@@ -222,27 +249,26 @@ def generate_ade20k_like(root, num_train=64, num_val=16, image_size=(128, 128), 
     Returns:
         ``root`` as a string.
     """
-    _check_arguments(num_train, num_val, image_size, max_shapes)
     arguments = dict(format='ade20k', num_train=num_train, num_val=num_val,
-                     image_size=list(image_size), max_shapes=max_shapes, seed=seed,
-                     balanced=balanced)
-    if _prepare_root(root, arguments, ('images', 'annotations')):
-        return str(root)
+                     image_size=image_size, max_shapes=max_shapes, seed=seed, balanced=balanced)
     height, width = image_size
-    for split, prefix, count in (('training', 'ADE_train_', num_train),
-                                 ('validation', 'ADE_val_', num_val)):
-        image_dir = Path(root) / 'images' / split
-        label_dir = Path(root) / 'annotations' / split
-        image_dir.mkdir(parents=True, exist_ok=True)
-        label_dir.mkdir(parents=True, exist_ok=True)
-        for index in range(count):
-            image, shapes = render_scene(_scene_rng(seed, split, index), height, width,
-                                         max_shapes, balanced)
-            stem = f'{prefix}{index + 1:08d}'
-            Image.fromarray(image).save(image_dir / f'{stem}.jpg', quality=95)
-            Image.fromarray(semantic_label(shapes, height, width)).save(label_dir / f'{stem}.png')
-    _mark_complete(root, arguments)
-    return str(root)
+
+    def write(root):
+        for split, prefix, count in (('training', 'ADE_train_', num_train),
+                                     ('validation', 'ADE_val_', num_val)):
+            image_dir = root / 'images' / split
+            label_dir = root / 'annotations' / split
+            image_dir.mkdir(parents=True, exist_ok=True)
+            label_dir.mkdir(parents=True, exist_ok=True)
+            for index in range(count):
+                image, shapes = render_scene(scene_rng(seed, split, index), height, width,
+                                             max_shapes, balanced)
+                stem = f'{prefix}{index + 1:08d}'
+                Image.fromarray(image).save(image_dir / f'{stem}.jpg', quality=95)
+                Image.fromarray(semantic_label(shapes, height, width)).save(
+                    label_dir / f'{stem}.png')
+
+    return write_once(root, arguments, ('images', 'annotations'), write)
 
 
 def _coco_split(root, split, count, seed, image_size, max_shapes):
@@ -251,7 +277,7 @@ def _coco_split(root, split, count, seed, image_size, max_shapes):
     image_dir.mkdir(parents=True, exist_ok=True)
     images, annotations = [], []
     for index in range(count):
-        image, shapes = render_scene(_scene_rng(seed, split, index), height, width, max_shapes)
+        image, shapes = render_scene(scene_rng(seed, split, index), height, width, max_shapes)
         image_id = index + 1
         file_name = f'{image_id:012d}.jpg'
         Image.fromarray(image).save(image_dir / file_name, quality=95)
@@ -272,19 +298,17 @@ def generate_coco_like(root, num_train=64, num_val=16, image_size=(128, 128), ma
 
     Same arguments and skip-if-complete behaviour as :func:`generate_ade20k_like`.
     """
-    _check_arguments(num_train, num_val, image_size, max_shapes)
     arguments = dict(format='coco', num_train=num_train, num_val=num_val,
-                     image_size=list(image_size), max_shapes=max_shapes, seed=seed)
-    if _prepare_root(root, arguments, ('train2017', 'val2017', 'annotations')):
-        return str(root)
-    annotation_dir = Path(root) / 'annotations'
-    annotation_dir.mkdir(parents=True, exist_ok=True)
-    for split, count in (('train', num_train), ('val', num_val)):
-        coco = _coco_split(root, split, count, seed, image_size, max_shapes)
-        with open(osp.join(annotation_dir, f'instances_{split}2017.json'), 'w') as file:
-            json.dump(coco, file)
-    _mark_complete(root, arguments)
-    return str(root)
+                     image_size=image_size, max_shapes=max_shapes, seed=seed)
+
+    def write(root):
+        (root / 'annotations').mkdir(parents=True, exist_ok=True)
+        for split, count in (('train', num_train), ('val', num_val)):
+            coco = _coco_split(root, split, count, seed, image_size, max_shapes)
+            with open(root / 'annotations' / f'instances_{split}2017.json', 'w') as file:
+                json.dump(coco, file)
+
+    return write_once(root, arguments, ('train2017', 'val2017', 'annotations'), write)
 
 
 #: ``default_scope`` of a config -> generator of the dataset layout it reads.
@@ -313,97 +337,6 @@ def generate_demo_data(cfg, root=None, **overrides):
     arguments.update({key: value for key, value in overrides.items() if value is not None})
     generate = GENERATOR_BY_SCOPE[cfg.default_scope]
     return generate(root or cfg.train_dataloader.dataset.data_root, **arguments)
-
-
-#: Category of the panoptic "stuff" segment (everything that is not a shape).
-PANOPTIC_STUFF_CLASSES = ('background', )
-#: Segment id of the background in every panoptic PNG; shape ``k`` (0-based) has id ``k + 1``.
-PANOPTIC_BACKGROUND_ID = 1000
-
-
-def panoptic_segment_ids(shapes, height, width):
-    """COCO-panoptic segment ids (H, W) int64 of a scene.
-
-    Shape ``k`` of ``shapes`` is segment ``k + 1``, the background
-    :data:`PANOPTIC_BACKGROUND_ID`; the 1-pixel outline of each shape is 0
-    (void, not part of any segment), as in :func:`semantic_label`.
-    """
-    ids = Image.new('I', (width, height), PANOPTIC_BACKGROUND_ID)
-    draw = ImageDraw.Draw(ids)
-    for index, shape in enumerate(shapes):
-        vertices = [tuple(p) for p in shape.polygon]
-        draw.polygon(vertices, fill=index + 1)
-        draw.line(vertices + vertices[:1], fill=0, width=1)
-    return np.asarray(ids, dtype=np.int64)
-
-
-def segment_ids_to_rgb(ids):
-    """COCO-panoptic PNG colours (H, W, 3) uint8 of segment ids: id = R + 256 G + 256^2 B."""
-    return np.stack([ids % 256, ids // 256 % 256, ids // 256 ** 2 % 256], axis=-1).astype(np.uint8)
-
-
-def _bbox_of_mask(mask):
-    rows, cols = np.nonzero(mask)
-    return [int(cols.min()), int(rows.min()), int(cols.max() - cols.min() + 1),
-            int(rows.max() - rows.min() + 1)]
-
-
-def _coco_panoptic_split(root, split, count, seed, image_size, max_shapes):
-    height, width = image_size
-    image_dir = Path(root) / f'{split}2017'
-    png_dir = Path(root) / 'annotations' / f'panoptic_{split}2017'
-    image_dir.mkdir(parents=True, exist_ok=True)
-    png_dir.mkdir(parents=True, exist_ok=True)
-    stuff_category = len(SHAPE_CLASSES) + 1
-    images, annotations = [], []
-    for index in range(count):
-        image, shapes = render_scene(_scene_rng(seed, split, index), height, width, max_shapes)
-        image_id = index + 1
-        stem = f'{image_id:012d}'
-        Image.fromarray(image).save(image_dir / f'{stem}.jpg', quality=95)
-        ids = panoptic_segment_ids(shapes, height, width)
-        Image.fromarray(segment_ids_to_rgb(ids)).save(png_dir / f'{stem}.png')
-        categories = [shape.category + 1 for shape in shapes] + [stuff_category]
-        segments = []
-        for segment_id, category_id in zip(list(range(1, len(shapes) + 1))
-                                           + [PANOPTIC_BACKGROUND_ID], categories):
-            mask = ids == segment_id
-            if mask.any():
-                segments.append(dict(id=segment_id, category_id=category_id,
-                                     area=int(mask.sum()), bbox=_bbox_of_mask(mask), iscrowd=0))
-        images.append(dict(id=image_id, file_name=f'{stem}.jpg', height=height, width=width))
-        annotations.append(dict(image_id=image_id, file_name=f'{stem}.png',
-                                segments_info=segments))
-    categories = [dict(id=i + 1, name=name, supercategory='shape', isthing=1)
-                  for i, name in enumerate(SHAPE_CLASSES)]
-    categories += [dict(id=stuff_category + i, name=name, supercategory='stuff', isthing=0)
-                   for i, name in enumerate(PANOPTIC_STUFF_CLASSES)]
-    return dict(images=images, annotations=annotations, categories=categories)
-
-
-def generate_coco_panoptic_like(root, num_train=64, num_val=16, image_size=(128, 128),
-                                max_shapes=4, seed=0):
-    """Write a synthetic panoptic-segmentation dataset in the COCO-panoptic layout under ``root``.
-
-    ``{train,val}2017/*.jpg``, ``annotations/panoptic_{train,val}2017.json`` and
-    the segment PNGs ``annotations/panoptic_{train,val}2017/*.png`` (colour
-    R + 256 G + 256^2 B = segment id, 0 = void). Things: :data:`SHAPE_CLASSES`
-    (category ids 1..3, one segment per shape); stuff:
-    :data:`PANOPTIC_STUFF_CLASSES` (id 4, the rest of the image). The scenes are
-    those of :func:`generate_coco_like` with the same seed. Same arguments and
-    skip-if-complete behaviour as :func:`generate_ade20k_like`.
-    """
-    _check_arguments(num_train, num_val, image_size, max_shapes)
-    arguments = dict(format='coco_panoptic', num_train=num_train, num_val=num_val,
-                     image_size=list(image_size), max_shapes=max_shapes, seed=seed)
-    if _prepare_root(root, arguments, ('train2017', 'val2017', 'annotations')):
-        return str(root)
-    for split, count in (('train', num_train), ('val', num_val)):
-        panoptic = _coco_panoptic_split(root, split, count, seed, image_size, max_shapes)
-        with open(osp.join(root, 'annotations', f'panoptic_{split}2017.json'), 'w') as file:
-            json.dump(panoptic, file)
-    _mark_complete(root, arguments)
-    return str(root)
 
 
 def dataloader_datasets(root, layout):

@@ -19,6 +19,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from ..utils.config import load_config
+
 
 class SegmentorLogits(nn.Module):
     """A segmentor's tensor forward.
@@ -64,14 +66,6 @@ class DeployModel(NamedTuple):
     task: str
     output_names: tuple
     metadata: dict
-
-
-def _load_config(config, cfg_options=None):
-    from mmengine.config import Config
-    cfg = Config.fromfile(config) if not isinstance(config, Config) else config.copy()
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
-    return cfg
 
 
 def _preprocessing(cfg):
@@ -134,7 +128,7 @@ def build_deploy_model(config, checkpoint=None, cfg_options=None):
             nat_mm can export (not a segmentor or a detector, or a Mask2Former /
             MaskFormer head).
     """
-    cfg = _load_config(config, cfg_options)
+    cfg = load_config(config, cfg_options)
     if not isinstance(cfg.get('model'), dict):
         raise ValueError(
             f'{config}: the config has no `model` dict; give a segmentation (mmseg) or '

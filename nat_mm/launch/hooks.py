@@ -64,7 +64,7 @@ class FiniteLossHook(Hook):
             f"step's weights were saved: the latest checkpoint in {runner.work_dir} holds "
             'finite weights. Lower the learning rate (optim_wrapper.optimizer.lr) or clip '
             'gradients (optim_wrapper.clip_grad=dict(max_norm=...)), check the data of this '
-            'iteration, then continue with tools/train.py CONFIG --resume.')
+            'iteration, then resume the run from that checkpoint (resume=True, --resume).')
 
 
 @HOOKS.register_module()

@@ -1,20 +1,20 @@
 """The steps tools/train.py and tools/test.py share around MMEngine's Runner."""
 import os.path as osp
 
-from mmengine.config import Config
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
+from ..utils.config import load_config
 
-def load_config(config, launcher='none', cfg_options=None, work_dir=None):
-    """Reads ``config`` and applies the common command-line options.
+
+def load_run_config(config, launcher='none', cfg_options=None, work_dir=None):
+    """The config of a run: :func:`nat_mm.utils.load_config` plus the launcher
+    and the work dir.
 
     ``work_dir`` defaults to the config's own, else ``./work_dirs/<config name>``.
     """
-    cfg = Config.fromfile(config)
+    cfg = load_config(config, cfg_options)
     cfg.launcher = launcher
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
     if work_dir is not None:
         cfg.work_dir = work_dir
     elif cfg.get('work_dir') is None:

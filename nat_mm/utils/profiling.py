@@ -13,14 +13,10 @@
 - :func:`peak_memory_in_fresh_process`: runs a command that prints one
   :func:`peak_memory` result, in a fresh process (a process's peak RSS also
   counts memory freed earlier and reused unseen).
-- :func:`add_measurement_arguments` / :func:`check_measurement_arguments`: the
-  command-line options every benchmark tool shares (device, dtype, repeats,
-  where CPU memory is measured).
 - :func:`attention_inputs`: the random q, k, v and rpb the attention benchmarks time.
 
 Only torch is needed.
 """
-import argparse
 import os
 import re
 import statistics
@@ -156,29 +152,6 @@ def peak_memory_in_fresh_process(argv):
     if result.returncode:
         raise RuntimeError(f'memory probe {" ".join(argv)} failed:\n{result.stderr[-3000:]}')
     return int(result.stdout.strip().splitlines()[-1])
-
-
-def add_measurement_arguments(parser, repeats):
-    """Adds ``--device``, ``--dtype``, ``--repeats`` (default ``repeats``),
-    ``--memory-in-process`` and the hidden ``--memory-probe`` (the fresh process's
-    job: a JSON argument list) to an ``argparse`` parser."""
-    parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
-    parser.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16', 'float16'])
-    parser.add_argument('--repeats', type=int, default=repeats, help='timed repeats (median)')
-    parser.add_argument('--memory-in-process', action='store_true',
-                        help='CPU: measure peak memory in this process instead of a fresh '
-                        'one per measurement (quicker, less exact)')
-    parser.add_argument('--memory-probe', help=argparse.SUPPRESS)
-
-
-def check_measurement_arguments(parser, args):
-    """Stops (``parser.error``) on a repeat count below 1 or ``--device cuda``
-    without CUDA."""
-    if args.repeats < 1:
-        parser.error('--repeats must be >= 1')
-    if args.device == 'cuda' and not torch.cuda.is_available():
-        parser.error('--device cuda: CUDA is not available (torch '
-                     f'{torch.__version__}); run on a GPU machine or use --device cpu')
 
 
 def attention_inputs(batch, heads, height, width, head_dim, kernel, device, dtype, seed=0):

@@ -18,9 +18,10 @@ from mmengine.dataset import pseudo_collate
 from mmengine.model.utils import revert_sync_batchnorm
 from mmengine.registry import init_default_scope
 
+from synthetic_panoptic import PANOPTIC_STUFF_CLASSES, generate_coco_panoptic_like
+
 from nat_mm import NAT
 from nat_mm.datasets import SEG_CLASSES, SHAPE_CLASSES, generate_ade20k_like, generate_coco_like
-from nat_mm.datasets.synthetic import PANOPTIC_STUFF_CLASSES, generate_coco_panoptic_like
 from nat_mm.models.presets import ARCH_SETTINGS
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / 'configs'

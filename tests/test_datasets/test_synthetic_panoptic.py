@@ -5,9 +5,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from synthetic_panoptic import (PANOPTIC_BACKGROUND_ID, generate_coco_panoptic_like,
+                                segment_ids_to_rgb)
+
 from nat_mm.datasets import SHAPE_CLASSES, generate_coco_like
-from nat_mm.datasets.synthetic import (PANOPTIC_BACKGROUND_ID, generate_coco_panoptic_like,
-                                       segment_ids_to_rgb)
 
 
 def decode(png_path):

@@ -29,7 +29,8 @@ def test_dataset_and_resume_cases_are_stopped_by_the_preflight(table):
     checked = [row for row in rows if row[0].startswith(('dataset:', '--resume'))]
     assert len(checked) == 10
     for case, checked_by, outcome, raised_in, message in checked:
-        assert (checked_by, raised_in) == ('preflight', 'nat_mm.launch.preflight'), case
+        module = 'nat_mm.launch.resume' if case.startswith('--resume') else 'nat_mm.launch.datasets'
+        assert (checked_by, raised_in) == ('preflight', module), case
         assert '<tmp>/' in message, case                     # the file is named
         if case.startswith('--resume:'):                     # auto resume falls back
             assert outcome == 'warning, continues', case

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from environment import require_module
-from nat_mm.utils import profiling
+from nat_mm.utils import load_config, profiling
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TOOL = 'analysis_tools/benchmark'
@@ -37,7 +37,7 @@ def test_times_the_timed_batches_with_a_checkpoint(load_tool, tool_path, tiny_ad
     require_module('mmseg.utils')
     tool = load_tool(TOOL)
     options = ['--cfg-options', f'test_dataloader.dataset.data_root={tiny_ade}']
-    cfg = tool.Config.fromfile(SEG_DEMO)
+    cfg = load_config(SEG_DEMO)
     torch.manual_seed(0)
     tool.importlib.import_module('mmseg.utils').register_all_modules(init_default_scope=True)
     model = tool.build_model(cfg, None, torch.device('cpu'))

@@ -9,6 +9,8 @@ from PIL import Image
 
 from environment import require_module
 
+from nat_mm.utils import load_config
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TOOL = 'analysis_tools/browse_dataset'
 DEMOS = {'seg': ('mmseg', 'upernet_nat_demo.py', 'tiny_ade'),
@@ -29,8 +31,7 @@ def test_pictures_show_the_annotations(task, load_tool, tmp_path, request):
     written = tool.main(argv)
     assert len(written) == 2 and sorted(p.name for p in tmp_path.iterdir()) == sorted(
         Path(path).name for path in written)
-    cfg = tool.Config.fromfile(argv[0])
-    cfg.merge_from_dict({'val_dataloader.dataset.data_root': str(data_root)})
+    cfg = load_config(argv[0], {'val_dataloader.dataset.data_root': str(data_root)})
     dataset, _ = tool.build_dataset_and_visualizer(cfg, 'val')
     for index, path in enumerate(written):
         item = dataset[index]

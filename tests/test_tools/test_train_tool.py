@@ -80,18 +80,22 @@ def test_dist_scripts_without_a_gpu_count(script, arguments):
     assert f'GPUS=N {REPO_ROOT / "tools" / script}' in process.stderr
 
 
-@pytest.mark.parametrize('config, expected', [
-    ('upernet_nat_tiny_ade20k.py', 'data/ade/ADEChallengeData2016/annotations/training'),
-    ('mask_rcnn_nat_tiny_coco.py', 'data/coco/annotations/instances_train2017.json'),
+@pytest.mark.parametrize('config, expected, demo', [
+    ('upernet_nat_tiny_ade20k.py', 'data/ade/ADEChallengeData2016/annotations/training', 'seg'),
+    ('mask_rcnn_nat_tiny_coco.py', 'data/coco/annotations/instances_train2017.json', 'det'),
+    ('mmpretrain/nat/nat-tiny_8xb128_in1k.py', 'data/imagenet/train', None),
 ])
-def test_missing_dataset(tmp_path, monkeypatch, load_tool, config, expected):
+def test_missing_dataset(tmp_path, monkeypatch, load_tool, config, expected, demo):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(FileNotFoundError) as error:
         load_tool('train').main([str(REPO_ROOT / 'configs' / config)])
     message = str(error.value)
     assert expected in message
     assert '--cfg-options train_dataloader.dataset.data_root=PATH' in message
-    assert 'python tools/demo.py --task' in message
+    if demo:  # the demo that trains the same kind of model on generated data
+        assert message.endswith(f'python tools/demo.py --task {demo}')
+    else:     # there is no classification demo
+        assert 'tools/demo.py' not in message
 
 
 def test_relocated_dataset_passes_the_check(tiny_ade, load_tool):

@@ -19,11 +19,12 @@ import importlib
 import statistics
 
 import torch
-from mmengine.config import Config, DictAction
 from mmengine.model import revert_sync_batchnorm
 from mmengine.registry import MODELS
 from mmengine.runner import Runner, load_checkpoint
 
+from nat_mm.cli.options import add_config_options
+from nat_mm.utils import load_config
 from nat_mm.utils.profiling import device_name, elapsed, peak_memory, timer_name
 
 SCOPES = ('mmdet', 'mmseg')
@@ -37,8 +38,7 @@ def parse_args(argv=None):
     parser.add_argument('--num-warmup', type=int, default=5, help='untimed batches first')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu',
                         choices=['cpu', 'cuda'])
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config entries, key=value, as test.py does')
+    add_config_options(parser, example='model.backbone.drop_path_rate=0')
     args = parser.parse_args(argv)
     if args.max_iter < 1 or args.num_warmup < 0:
         parser.error('--max-iter must be >= 1 and --num-warmup >= 0')
@@ -97,9 +97,7 @@ def benchmark(cfg, checkpoint, device, max_iter, num_warmup):
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+    cfg = load_config(args.config, args.cfg_options)
     device = torch.device(args.device)
     result = benchmark(cfg, args.checkpoint, device, args.max_iter, args.num_warmup)
     weights = f'checkpoint {args.checkpoint}' if args.checkpoint else 'random weights'

@@ -48,10 +48,10 @@ import torch
 from torch import nn
 
 from nat_mm import NAT
+from nat_mm.cli.options import add_measurement_options, check_measurement_options
 from nat_mm.ops import na_backend, register_backend
-from nat_mm.utils.profiling import (add_measurement_arguments, check_measurement_arguments,
-                                    device_name, interleaved_medians,
-                                    peak_memory_in_fresh_process, synchronize, timer_name)
+from nat_mm.utils.profiling import (device_name, interleaved_medians, peak_memory_in_fresh_process,
+                                    synchronize, timer_name)
 from nat_mm.utils.profiling import peak_memory as measure_peak
 
 MODELS = {'nat': 'NAT-Tiny', 'swin': 'Swin-T', 'floor': 'NAT-T floor'}
@@ -337,7 +337,7 @@ def benchmark(args, emit=print, fresh_process=True):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    add_measurement_arguments(parser, repeats=3)
+    add_measurement_options(parser, repeats=3)
     parser.add_argument('--shapes', nargs='+', type=parse_shape,
                         default=[parse_shape(s) for s in DEFAULT_SHAPES],
                         help='HxW or HxW:B (batch, default 1); default: '
@@ -356,7 +356,7 @@ def parse_args(argv=None):
                         help="exit with status 1 unless the device's targets were measured "
                         'and met')
     args = parser.parse_args(argv)
-    check_measurement_arguments(parser, args)
+    check_measurement_options(parser, args)
     if 'nat' not in args.models:
         parser.error('--models must include nat (every ratio is relative to it)')
     if args.device == 'cpu' and args.dtype == 'float16':

@@ -29,12 +29,11 @@ import sys
 
 import torch
 
+from nat_mm.cli.options import add_measurement_options, check_measurement_options
 from nat_mm.ops import available_backends, na2d, na2d_reference, na_backend
 from nat_mm.ops.backends import DEFAULT_ORDER
-from nat_mm.utils.profiling import (add_measurement_arguments, attention_inputs,
-                                    check_measurement_arguments, device_name,
-                                    interleaved_medians, peak_memory_in_fresh_process,
-                                    timer_name)
+from nat_mm.utils.profiling import (attention_inputs, device_name, interleaved_medians,
+                                    peak_memory_in_fresh_process, timer_name)
 from nat_mm.utils.profiling import peak_memory as measure_peak
 
 IMPLEMENTATIONS = {'fast': na2d, 'reference': na2d_reference}
@@ -241,7 +240,7 @@ def benchmark(cases, device, dtype, repeats, emit=print, fresh_process=True, bac
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    add_measurement_arguments(parser, repeats=5)
+    add_measurement_options(parser, repeats=5)
     parser.add_argument('--cases', nargs='*', default=list(CASES),
                         help='subset of: ' + ', '.join(repr(c) for c in CASES))
     parser.add_argument('--count-kernels', action='store_true',
@@ -249,7 +248,7 @@ def parse_args(argv=None):
     parser.add_argument('--backend', help="the fast path's na2d backend (default: the "
                         "device's first; see nat_mm.ops.available_backends)")
     args = parser.parse_args(argv)
-    check_measurement_arguments(parser, args)
+    check_measurement_options(parser, args)
     unknown = [case for case in args.cases if case not in CASES]
     if unknown:
         parser.error(f'unknown case(s) {unknown}; choose from {list(CASES)}')

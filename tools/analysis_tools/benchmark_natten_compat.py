@@ -23,10 +23,9 @@ import argparse
 
 import torch
 
+from nat_mm.cli.options import add_measurement_options, check_measurement_options
 from nat_mm.natten_compat import v0_17
-from nat_mm.utils.profiling import (add_measurement_arguments, attention_inputs,
-                                    check_measurement_arguments, device_name,
-                                    interleaved_medians, timer_name)
+from nat_mm.utils.profiling import attention_inputs, device_name, interleaved_medians, timer_name
 
 MODES = ('fwd', 'fwd+bwd')
 
@@ -140,13 +139,13 @@ def benchmark(cases, device, dtype, repeats, with_natten=False, emit=print):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    add_measurement_arguments(parser, repeats=5)
+    add_measurement_options(parser, repeats=5)
     parser.add_argument('--cases', nargs='*', default=list(CASES), choices=list(CASES),
                         metavar='CASE', help='subset of: ' + ', '.join(repr(c) for c in CASES))
     parser.add_argument('--natten', action='store_true',
                         help='also time the NATTEN installed here (import natten)')
     args = parser.parse_args(argv)
-    check_measurement_arguments(parser, args)
+    check_measurement_options(parser, args)
     return args
 
 

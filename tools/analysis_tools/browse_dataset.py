@@ -13,9 +13,11 @@ import importlib
 import os.path as osp
 
 import numpy as np
-from mmengine.config import Config, DictAction
 from mmengine.registry import DATASETS, VISUALIZERS
 from PIL import Image
+
+from nat_mm.cli.options import add_config_options
+from nat_mm.utils import load_config
 
 #: The config's ``default_scope`` -> the library whose datasets and visualizer it uses.
 SCOPES = ('mmdet', 'mmseg')
@@ -31,8 +33,7 @@ def parse_args(argv=None):
     parser.add_argument('--show-interval', type=float, default=2.,
                         help='seconds each picture is shown')
     parser.add_argument('--max-images', type=int, help='stop after this many images')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config entries, key=value, as train.py does')
+    add_config_options(parser)
     args = parser.parse_args(argv)
     if args.not_show and not args.output_dir:
         parser.error('--not-show without --output-dir would draw nothing anyone sees: give '
@@ -89,9 +90,7 @@ def picture_to_draw_on(item):
 def main(argv=None):
     """Returns the paths of the pictures written (none without --output-dir)."""
     args = parse_args(argv)
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+    cfg = load_config(args.config, args.cfg_options)
     dataset, visualizer = build_dataset_and_visualizer(cfg, args.split)
     count = len(dataset) if args.max_images is None else min(args.max_images, len(dataset))
     written = []

@@ -23,7 +23,7 @@ import os.path as osp
 
 import torch
 
-
+from nat_mm.cli.options import add_config_options
 from nat_mm.compat import require_export_support
 from nat_mm.deploy import (OnnxModel, build_deploy_model, export_onnx,
                            max_differences, random_image)
@@ -42,17 +42,8 @@ def parse_args(argv=None):
                         metavar=('H', 'W'), help='more sizes to compare at (with --dynamic)')
     parser.add_argument('--out', default=None, help='output file (default: CONFIG_NAME.onnx)')
     parser.add_argument('--repeats', type=int, default=5, help='timed runs of each (median)')
-    parser.add_argument('--cfg-options', nargs='+', default=None, metavar='KEY=VALUE')
+    add_config_options(parser, example='model.backbone.drop_path_rate=0')
     return parser.parse_args(argv)
-
-
-def _cfg_options(pairs):
-    if not pairs:
-        return None
-    from mmengine.config import DictAction
-    namespace = argparse.Namespace()
-    DictAction(option_strings=[], dest='options')(None, namespace, pairs)
-    return namespace.options
 
 
 def main(argv=None):
@@ -66,7 +57,7 @@ def main(argv=None):
     if args.check_shape and not args.dynamic:
         raise SystemExit('--check-shape needs --dynamic: a static export runs at --shape only')
     out = args.out or osp.splitext(osp.basename(args.config))[0] + '.onnx'
-    deploy = build_deploy_model(args.config, args.checkpoint, _cfg_options(args.cfg_options))
+    deploy = build_deploy_model(args.config, args.checkpoint, args.cfg_options)
     what = 'segmentor logits' if deploy.task == 'seg' else 'backbone + neck'
     print(f'exporting {what} of {args.config} at {args.shape[0]}x{args.shape[1]}'
           f'{" (dynamic height/width)" if args.dynamic else ""} -> {out}')

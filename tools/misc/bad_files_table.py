@@ -199,8 +199,21 @@ def _checkpoint_cases(ws):
 
 def _raised_in(error):
     """'nat_mm.<module>' or the module of the frame that raised ``error``."""
-    frames = traceback.extract_tb(error.__traceback__)
-    path = Path(frames[-1].filename).resolve()
+    return _module_of(traceback.extract_tb(error.__traceback__)[-1].filename)
+
+
+def _warned_in():
+    """'nat_mm.<module>' of the innermost nat_mm frame of the running call (the logging
+    call itself happens in mmengine's print_log)."""
+    for frame in traceback.extract_stack()[::-1]:
+        if PACKAGE_DIR in Path(frame.filename).resolve().parents:
+            return _module_of(frame.filename)
+    return ''
+
+
+def _module_of(file_name):
+    """The dotted module name of a source file of nat_mm or of an installed package."""
+    path = Path(file_name).resolve()
     if PACKAGE_DIR in path.parents:
         parts = path.relative_to(PACKAGE_DIR.parent).with_suffix('').parts
         return '.'.join(parts)
@@ -213,7 +226,7 @@ def run_case(run):
     logged warning, or 'passed'."""
     records = []
     handler = logging.Handler(level=logging.WARNING)
-    handler.emit = lambda record: records.append(record.getMessage())
+    handler.emit = lambda record: records.append((_warned_in(), record.getMessage()))
     logger = MMLogger.get_current_instance()
     logger.addHandler(handler)
     try:
@@ -223,7 +236,8 @@ def run_case(run):
     finally:
         logger.removeHandler(handler)
     if records:
-        return 'warning, continues', 'nat_mm.launch.preflight', ' / '.join(records)
+        return ('warning, continues', records[0][0],
+                ' / '.join(message for _, message in records))
     return 'no error', '', ''
 
 

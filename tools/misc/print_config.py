@@ -9,25 +9,19 @@ Examples:
 """
 import argparse
 
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
+
+from nat_mm.cli.options import add_config_options
+from nat_mm.utils import load_config
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('config', help='config file')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config entries, key=value, as train.py does')
+    add_config_options(parser)
     parser.add_argument('--key', help='print only this entry, e.g. model.backbone')
     parser.add_argument('--save-path', help='also write the merged config to this .py file')
     return parser.parse_args(argv)
-
-
-def merged_config(config, cfg_options=None):
-    """The config file ``config`` with its bases merged and ``cfg_options`` applied."""
-    cfg = Config.fromfile(config)
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
-    return cfg
 
 
 def select(cfg, key):
@@ -59,7 +53,7 @@ def render(value):
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = merged_config(args.config, args.cfg_options)
+    cfg = load_config(args.config, args.cfg_options)
     if args.save_path:
         cfg.dump(args.save_path)
     text = render(select(cfg, args.key)) if args.key else cfg.pretty_text

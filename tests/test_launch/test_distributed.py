@@ -1,4 +1,5 @@
-"""Run-time checks applied before the Runner: dataset paths, CPU fallbacks."""
+"""The run's device and processes (nat_mm.launch.distributed): CPU fallbacks of GPU
+recipes, the process group of a distributed CPU run."""
 import os
 import socket
 
@@ -7,116 +8,10 @@ import torch
 import torch.distributed as dist
 from mmengine.config import Config
 
-from nat_mm.launch import (adapt_config_to_device, check_dataset_files, check_dataset_paths,
-                           init_distributed, shutdown_distributed)
+from nat_mm.launch import adapt_config_to_device, init_distributed, shutdown_distributed
 
 needs_cpu_only = pytest.mark.skipif(torch.cuda.is_available(),
                                     reason='the CPU fallbacks are no-ops with CUDA')
-
-
-def _seg_config(data_root):
-    dataset = dict(type='ADE20KDataset', data_root=data_root,
-                   data_prefix=dict(img_path='images/training',
-                                    seg_map_path='annotations/training'))
-    return Config(dict(default_scope='mmseg', train_dataloader=dict(dataset=dataset),
-                       val_dataloader=dict(dataset=dict(dataset, data_prefix=dict(
-                           img_path='images/validation',
-                           seg_map_path='annotations/validation'))),
-                       test_dataloader=None))
-
-
-def _make_dirs(root, *names):
-    for name in names:
-        (root / name).mkdir(parents=True)
-
-
-def test_complete_dataset_passes(tmp_path):
-    _make_dirs(tmp_path, 'images/training', 'annotations/training', 'images/validation',
-               'annotations/validation')
-    check_dataset_paths(_seg_config(str(tmp_path)), mode='train')
-
-
-def test_a_dataset_that_reads_no_files_passes():
-    """E.g. one generated in memory: no data_root, ann_file or data_prefix."""
-    cfg = Config(dict(train_dataloader=dict(dataset=dict(type='RandomImages', num=8))))
-    check_dataset_paths(cfg, mode='train')
-
-
-def test_missing_dataset_names_path_layout_and_fixes(tmp_path):
-    root = tmp_path / 'ade' / 'ADEChallengeData2016'
-    with pytest.raises(FileNotFoundError) as error:
-        check_dataset_paths(_seg_config(str(root)), mode='train')
-    message = str(error.value)
-    assert str(root) in message
-    assert str(root / 'annotations' / 'validation') in message  # the layout
-    assert 'data_prefix.seg_map_path' in message
-    assert '--cfg-options train_dataloader.dataset.data_root=PATH' in message
-    assert 'val_dataloader.dataset.data_root=PATH' in message
-    assert 'python tools/demo.py --task seg' in message
-
-
-def test_partially_missing_dataset_lists_only_what_is_missing(tmp_path):
-    _make_dirs(tmp_path, 'images/training', 'annotations/training', 'images/validation')
-    with pytest.raises(FileNotFoundError) as error:
-        check_dataset_paths(_seg_config(str(tmp_path)), mode='train')
-    missing = str(error.value).split('Expected layout')[0]
-    assert 'annotations/validation' in missing
-    assert 'annotations/training' not in missing
-
-
-def test_wrapped_datasets_and_coco_evaluator(tmp_path):
-    dataset = dict(type='CocoDataset', data_root=str(tmp_path) + '/',
-                   ann_file='annotations/instances_val2017.json', data_prefix=dict(img='val2017/'))
-    cfg = Config(dict(
-        default_scope='mmdet',
-        test_dataloader=dict(dataset=dict(type='RepeatDataset', times=2, dataset=dataset)),
-        test_evaluator=dict(type='CocoMetric',
-                            ann_file=str(tmp_path / 'annotations/instances_val2017.json'))))
-    with pytest.raises(FileNotFoundError) as error:
-        check_dataset_paths(cfg, mode='test')
-    message = str(error.value)
-    assert 'test_dataloader.dataset.dataset.data_root=PATH' in message
-    assert 'test_evaluator.ann_file=PATH' in message
-    assert 'python tools/demo.py --task det' in message
-    _make_dirs(tmp_path, 'annotations', 'val2017')
-    (tmp_path / 'annotations' / 'instances_val2017.json').write_text('{}')
-    check_dataset_paths(cfg, mode='test')
-
-
-def _imagenet_config(data_root):
-    """MMPretrain's ImageNet configs name their folders by ``split``; CustomDataset takes a
-    ``data_prefix`` string."""
-    return Config(dict(default_scope='mmpretrain',
-                       train_dataloader=dict(dataset=dict(type='ImageNet', data_root=data_root,
-                                                          split='train')),
-                       val_dataloader=dict(dataset=dict(type='CustomDataset',
-                                                        data_root=data_root, data_prefix='val'))))
-
-
-def test_imagenet_split_folders_are_expected(tmp_path):
-    _make_dirs(tmp_path, 'train')
-    with pytest.raises(FileNotFoundError) as error:
-        check_dataset_paths(_imagenet_config(str(tmp_path)), mode='train')
-    message = str(error.value)
-    assert f'{tmp_path / "val"}  (val_dataloader.dataset)' in message
-    assert str(tmp_path / 'train') not in message.split('Expected layout')[0]
-    assert 'tools/demo.py' not in message  # no demo for classification
-
-
-def test_undecodable_imagenet_image_is_named(tmp_path):
-    _make_dirs(tmp_path, 'train/n01440764', 'val/n01440764')
-    damaged = tmp_path / 'train' / 'n01440764' / 'n01440764_10026.JPEG'
-    damaged.write_bytes(b'<html>not found</html>')
-    with pytest.raises(ValueError) as error:
-        check_dataset_files(_imagenet_config(str(tmp_path)), mode='train')
-    assert (f'{damaged}  (train_dataloader.dataset.data_prefix.img_path): not a JPEG image'
-            in str(error.value))
-
-
-def test_bad_mode():
-    with pytest.raises(ValueError) as error:
-        check_dataset_paths(Config(), mode='val')
-    assert str(error.value) == "mode must be one of ['test', 'train'], got 'val'"
 
 
 def _gpu_recipe():

@@ -1,111 +1,16 @@
-"""Damaged files found before training: dataset files (check_dataset_files) and
-checkpoints a resumed run would load (resolve_resume_checkpoint)."""
-import re
-import shutil
-from pathlib import Path
-
+"""The checkpoint a resumed run loads (nat_mm.launch.resume): real torch.save files, cut
+where a kill during the write leaves them."""
 import pytest
 import torch
 from mmengine.config import Config
 
-from nat_mm.datasets import dataloader_datasets, generate_ade20k_like, generate_coco_like
-from nat_mm.launch import check_dataset_files, resolve_resume_checkpoint
-from nat_mm.launch.preflight import checkpoint_damage, complete_checkpoints
-
-
-@pytest.fixture(scope='module')
-def ade(tmp_path_factory):
-    return Path(generate_ade20k_like(tmp_path_factory.mktemp('ade'), num_train=3, num_val=1,
-                                     image_size=(32, 32)))
-
-
-@pytest.fixture(scope='module')
-def coco(tmp_path_factory):
-    return Path(generate_coco_like(tmp_path_factory.mktemp('coco'), num_train=3, num_val=1,
-                                   image_size=(32, 32)))
-
-
-def _seg_config(root):
-    return Config(dataloader_datasets(root, 'ade20k'))
-
-
-def _det_config(root):
-    evaluator = dict(type='CocoMetric', ann_file=str(root / 'annotations/instances_val2017.json'))
-    return Config(dict(dataloader_datasets(root, 'coco'), val_evaluator=evaluator))
-
-
-def _copy(root, tmp_path):
-    return Path(shutil.copytree(root, tmp_path / 'data'))
-
-
-def test_good_datasets_pass(ade, coco):
-    check_dataset_files(_seg_config(ade), mode='train')
-    check_dataset_files(_det_config(coco), mode='train')
+from nat_mm.launch import resolve_resume_checkpoint
+from nat_mm.launch.resume import checkpoint_damage, complete_checkpoints
 
 
 def _truncate(path, keep):
     data = path.read_bytes()
     path.write_bytes(data[:keep if keep >= 0 else len(data) + keep])
-
-
-@pytest.mark.parametrize('damage, name, expected', [
-    (lambda p: _truncate(p, -300), 'images/training/*.jpg',
-     r'JPEG image cut short: no end-of-image marker FF D9 at its end \(\d+ bytes\)'),
-    (lambda p: _truncate(p, 0), 'annotations/training/*.png', r'empty file \(0 bytes\)'),
-    (lambda p: p.write_text('<html>404 Not Found</html>'), 'images/validation/*.jpg',
-     r"not a JPEG image: it starts with b'<html>4"),
-    (lambda p: _truncate(p, 100), 'annotations/validation/*.png',
-     r'PNG image cut short: no IEND chunk at its end \(100 bytes\)'),
-])
-def test_a_damaged_image_is_named_before_training(ade, tmp_path, damage, name, expected):
-    root = _copy(ade, tmp_path)
-    bad = sorted(root.glob(name))[0]
-    damage(bad)
-    with pytest.raises(ValueError) as error:
-        check_dataset_files(_seg_config(root), mode='train')
-    message = str(error.value)
-    assert message.startswith('1 damaged dataset file(s), found before training:')
-    assert f'\n  {bad}  (' in message
-    assert re.search(expected, message)
-    assert 'Replace each with a good copy' in message
-
-
-def test_an_annotation_file_that_does_not_parse_is_named(coco, tmp_path):
-    root = _copy(coco, tmp_path)
-    bad = root / 'annotations' / 'instances_train2017.json'
-    _truncate(bad, -10)
-    with pytest.raises(ValueError) as error:
-        check_dataset_files(_det_config(root), mode='train')
-    message = str(error.value)
-    assert f'{bad}  (train_dataloader.dataset.ann_file): not valid JSON: ' in message
-    assert 'the file was cut short' in message
-    assert message.endswith('\nReplace each with a good copy (download or extract the dataset '
-                            'again, or rerun the script that made it), or remove it (an image '
-                            'together with its annotation).')
-
-
-def test_the_evaluator_annotation_file_is_checked_once(coco, tmp_path):
-    root = _copy(coco, tmp_path)
-    bad = root / 'annotations' / 'instances_val2017.json'
-    bad.write_text('{"images": [}')
-    with pytest.raises(ValueError) as error:
-        check_dataset_files(_det_config(root), mode='train')
-    message = str(error.value)
-    assert message.startswith('1 damaged dataset file(s)')   # val dataset and CocoMetric: one
-    assert f'{bad}  (val_dataloader.dataset.ann_file): not valid JSON: Expecting value at line 1 ' \
-        'column 13' in message
-
-
-def test_many_damaged_files_are_counted(ade, tmp_path):
-    root = _copy(ade, tmp_path)
-    images = sorted(root.glob('images/*/*.jpg')) + sorted(root.glob('annotations/*/*.png'))
-    for path in images:
-        _truncate(path, 0)
-    with pytest.raises(ValueError, match=f'^{len(images)} damaged dataset file'):
-        check_dataset_files(_seg_config(root), mode='train')
-
-
-# Checkpoints: real torch.save files, cut where a kill during the write leaves them.
 
 def _save(path, step):
     torch.save(dict(meta=dict(iter=step), state_dict=dict(w=torch.full((64, 64), float(step)))),
