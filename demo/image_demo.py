@@ -16,7 +16,7 @@ dataset (ImageNet's for the shipped configs).
 import argparse
 import sys
 
-from nat_mm.models.classifier_weights import load_classifier
+from nat_mm.models.checkpoint.classifier import load_classifier
 
 
 def build_inferencer(config, checkpoint=None, device='cpu'):

@@ -9,13 +9,13 @@ without nat_mm importing (or even knowing) the library.
 ``Pretrained`` is registered over MMEngine's own initializer of that name: a model-level
 ``init_cfg=dict(type='Pretrained', checkpoint=...)`` of an MMPretrain classifier with a NAT
 backbone then loads the whole official classifier (head included; see
-:mod:`nat_mm.models.classifier_weights`), and every other module is initialised by
+:mod:`nat_mm.models.checkpoint.classifier`), and every other module is initialised by
 MMEngine's ``PretrainedInit`` exactly as before.
 """
 from mmengine.registry import MODELS, WEIGHT_INITIALIZERS
 
 from .models import NAT
-from .models.classifier_weights import ClassifierPretrainedInit
+from .models.checkpoint.classifier import ClassifierPretrainedInit
 
 #: Registry key -> class, for every model nat_mm provides.
 NAT_MODELS = {'NAT': NAT}

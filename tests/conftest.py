@@ -143,7 +143,7 @@ def assert_transformers_features():
     its four feature maps equal Transformers + NATTEN's (golden.pt, float64, rtol 1e-9)."""
     def check(checkpoint, folder):
         from nat_mm import NAT
-        from nat_mm.models.transformers_layout import from_transformers_layout, nat_arguments
+        from nat_mm.models.checkpoint import from_transformers_layout, nat_arguments
         data = torch.load(HF_DATA / folder / 'golden.pt', weights_only=True)
         arguments = nat_arguments(json.loads((HF_DATA / folder / 'config.json').read_text()))
         model = NAT(**arguments, init_cfg=dict(type='Pretrained', checkpoint=str(checkpoint)))

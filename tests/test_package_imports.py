@@ -119,11 +119,11 @@ def nat_mm_graph():
 def test_nat_mm_has_no_import_cycle():
     graph = nat_mm_graph()
     assert {'nat_mm.ops.functional', 'nat_mm.ops.triton_na', 'nat_mm.models.presets',
-            'nat_mm.models.weight_conversion', 'nat_mm.models.backbones.nat'} <= set(graph)
+            'nat_mm.models.checkpoint.checks', 'nat_mm.models.backbones.nat'} <= set(graph)
     # the edges the cycles of the past went through are seen
     assert 'nat_mm.ops.backends' in graph['nat_mm.ops.triton_na']
     assert 'nat_mm.ops.triton_na' in graph['nat_mm.ops.functional']
-    assert 'nat_mm.models.presets' in graph['nat_mm.models.weight_conversion']
+    assert 'nat_mm.models.presets' in graph['nat_mm.models.checkpoint.checks']
     cycle = find_cycle(graph)
     assert cycle is None, 'import cycle: ' + describe_cycle(cycle, graph, 'nat_mm')
 

@@ -5,7 +5,7 @@ MMEngine's ``Runner.load_checkpoint`` (``load_from``, ``tools/test.py CHECKPOINT
 ``--resume``) reads ``.pth`` files only and loads by key names, non-strictly: an official
 classifier (keys without ``backbone.``) would load nothing, with warnings only.
 :class:`ClassifierRunner` loads the checkpoint of a model with a NAT backbone and a linear
-head through :func:`nat_mm.models.classifier_weights.load_classifier` instead (official
+head through :func:`nat_mm.models.checkpoint.classifier.load_classifier` instead (official
 ``.pth``, Hub folder or ``model.safetensors``, MMEngine checkpoint of the classifier; a
 checkpoint without head, or with a head of another number of classes, stops with what to
 do); any other model loads as in MMEngine.
@@ -18,7 +18,7 @@ from mmengine.model import is_model_wrapper
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-from ..models.classifier_weights import is_nat_classifier, load_classifier
+from ..models.checkpoint.classifier import is_nat_classifier, load_classifier
 
 
 @RUNNERS.register_module()

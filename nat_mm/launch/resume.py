@@ -9,39 +9,19 @@ import logging
 import os
 import os.path as osp
 import re
-import zipfile
 
 from mmengine.logging import print_log
+
+from ..models.checkpoint import checkpoint_damage
 
 #: Checkpoints MMEngine's CheckpointHook writes.
 _CHECKPOINT_NAME = re.compile(r'^(?:iter|epoch)_(\d+)\.pth$')
 
 
-def checkpoint_damage(path):
-    """Why the file at ``path`` is not a complete ``torch.save`` checkpoint, or None.
-
-    torch.save writes a zip archive (torch >= 1.6) whose directory is at its
-    end: a file cut short (its writer killed) has none. Only the directory is
-    read, not the tensors.
-    """
-    size = osp.getsize(path)
-    if size == 0:
-        return 'it is empty (0 bytes)'
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
-    except (zipfile.BadZipFile, OSError):
-        return (f'it is not a complete checkpoint ({size} bytes without the zip directory '
-                'torch.save writes at the end): it was cut short, e.g. the run was killed '
-                'while writing it, or it is another kind of file')
-    if not any(name.split('/')[-1] == 'data.pkl' for name in names):
-        return 'it is a zip archive without data.pkl, not a checkpoint saved by torch.save'
-    return None
-
-
 def complete_checkpoints(folder):
     """The checkpoints ``iter_N.pth`` / ``epoch_N.pth`` in ``folder`` that are
-    complete (:func:`checkpoint_damage`), highest N first."""
+    complete (:func:`~nat_mm.models.checkpoint.checkpoint_damage`, the checkpoint
+    pipeline's reader), highest N first."""
     found = []
     for name in os.listdir(folder) if osp.isdir(folder) else []:
         match = _CHECKPOINT_NAME.match(name)

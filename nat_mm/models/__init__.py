@@ -1,7 +1,7 @@
 from .backbones import NAT
-from .checkpoint_files import CheckpointError, CheckpointNotFoundError
+from .checkpoint import (CheckpointError, CheckpointNotFoundError, checkpoint_filter_fn,
+                         load_pretrained)
 from .presets import ARCH_SETTINGS, DILATION_PRESETS, PUBLISHED_CHECKPOINTS, resolve_dilations
-from .weight_conversion import checkpoint_filter_fn, load_pretrained
 
 __all__ = ['NAT', 'ARCH_SETTINGS', 'DILATION_PRESETS', 'PUBLISHED_CHECKPOINTS', 'CheckpointError',
            'CheckpointNotFoundError', 'checkpoint_filter_fn', 'load_pretrained',

@@ -5,9 +5,9 @@
 - :data:`DILATION_PRESETS` and :func:`resolve_dilations`: ``NAT(dilations=name)``.
 - :data:`PUBLISHED_CHECKPOINTS`: every published ImageNet classification
   checkpoint (file, model, kernel, dilations, resolution, data, official address,
-  Hugging Face Hub copy, the configs that load it), :func:`weights_table_markdown`
-  (the table of them in docs/checkpoints.md) and :data:`HOW_TO_GET_CHECKPOINTS`, the
-  instructions a missing file's error gives.
+  Hugging Face Hub copy, the configs that load it) and :data:`HOW_TO_GET_CHECKPOINTS`,
+  the instructions a missing file's error gives (``dev/weights_table.py`` writes the
+  table of docs/checkpoints.md from them).
 
 Plain data and one resolver; nothing here imports the rest of nat_mm.
 
@@ -120,6 +120,8 @@ CHECKPOINT_SOURCE = ('the official Neighborhood Attention Transformer project '
                      '(SHI-Labs/Neighborhood-Attention-Transformer, classification checkpoints)')
 #: The folder the configs load checkpoints from (relative to the working directory).
 CHECKPOINT_DIR = 'checkpoints'
+#: The console command that fetches them (:mod:`nat_mm.cli.download`).
+DOWNLOAD_COMMAND = 'nat-mm-download'
 _NAT_URL = 'https://shi-labs.com/projects/nat/checkpoints/CLS/'
 _DINAT_URL = 'https://shi-labs.com/projects/dinat/checkpoints/'
 #: Where the MMPretrain classification configs are, under configs/.
@@ -152,7 +154,7 @@ _SIZES = (('mini', 'Mini', '80 MB'), ('tiny', 'Tiny', '112 MB'), ('small', 'Smal
 
 #: Every published NAT / DiNAT ImageNet classification checkpoint that ``NAT`` loads
 #: (the hierarchical models; not DiNAT_s, the isotropic models or the task models),
-#: by the name ``tools/misc/download_checkpoints.py`` takes. Each entry:
+#: by the name ``nat-mm-download`` (:mod:`nat_mm.cli.download`) takes. Each entry:
 #:
 #: - ``file``: its name under ``checkpoints/``, the official file name (what the configs name);
 #: - ``model``, ``arch`` (nat_mm's; 'large' is DiNAT-L), ``kernel_size`` (K of its
@@ -217,7 +219,7 @@ PUBLISHED_CHECKPOINTS = {
 HOW_TO_GET_CHECKPOINTS = (
     f'Download the published classification checkpoints '
     f'({", ".join(entry["file"] for entry in PUBLISHED_CHECKPOINTS.values())}) with '
-    '"python tools/misc/download_checkpoints.py NAME" (--list shows the names, addresses and '
+    f'"{DOWNLOAD_COMMAND} NAME" (--list shows the names, addresses and '
     f'the configs that use each file) or by hand from {CHECKPOINT_SOURCE}, and put them under '
     f'{CHECKPOINT_DIR}/; a Hugging Face Hub snapshot folder of shi-labs/nat-* or '
     'shi-labs/dinat-* loads too. Or train from scratch with '
@@ -231,45 +233,3 @@ def checkpoint_for_file(file_name):
         if entry['file'] == file_name:
             return name, entry
     return None, None
-
-
-def weights_table_markdown():
-    """The table of published weights in docs/checkpoints.md, generated from
-    :data:`PUBLISHED_CHECKPOINTS`.
-
-    Returns:
-        str: an explanatory paragraph and a Markdown table, self-contained (no
-        links into the rest of the document), so that it can move into any page.
-    """
-    rows = []
-    for name, entry in PUBLISHED_CHECKPOINTS.items():
-        hub = (f'[`{entry["hub_repo"]}`](https://huggingface.co/{entry["hub_repo"]}) '
-               f'({entry["hub_file"]}, {entry["hub_size"]})' if entry['hub_repo'] else 'none')
-        used_by = ', '.join(f'`{config}`' for config in entry['configs']) or '-'
-        if entry['note']:
-            used_by += f'; {entry["note"]}'
-        dilations = f'`{entry["dilations"]}`' if entry['dilations'] else 'none (NAT)'
-        rows.append(
-            f'| `{name}` | {entry["model"]} | {entry["kernel_size"]} | {dilations} | '
-            f'{entry["resolution"]} | {entry["dataset"]} | [`{entry["file"]}`]({entry["url"]}) | '
-            f'{hub} | {used_by} |')
-    return (
-        'Every published NAT / DiNAT ImageNet checkpoint that `NAT` loads. This table is '
-        'generated from `PUBLISHED_CHECKPOINTS` in `nat_mm/models/presets.py` by '
-        '`weights_table_markdown()` (a test compares). '
-        '`python tools/misc/download_checkpoints.py NAME ...` (or `--all`, `--list`) puts a file '
-        'under `checkpoints/` with the name the configs expect (the official file column): from '
-        'the official address or, when that fails, from the Hub copy (with `huggingface_hub` '
-        'installed; converted to the official layout on the way). The official site publishes '
-        'neither sizes nor hashes: the tool checks the size the server announces. Hub sizes are '
-        'as the Hub lists them; the tool checks the SHA-256 the Hub publishes for the file. '
-        'Kernel: K of the relative position bias tables, (heads, 2K-1, 2K-1); a model of '
-        'another kernel size gets them resized (bicubic) on load, with one log line. '
-        'Dilations: the `NAT(dilations=...)` preset the weights were trained with; dilations add '
-        'no parameters, and the detection and segmentation configs fine-tune with their own. '
-        'The Hub folders (or their `pytorch_model.bin` / `model.safetensors` alone) load as '
-        '`init_cfg=dict(type=\'Pretrained\', checkpoint=FOLDER)` too.\n\n'
-        '| name | model | kernel | dilations (trained with) | resolution | pretraining | '
-        'official file | Hugging Face Hub (file, size) | configs that use it |\n'
-        '|---|---|---|---|---|---|---|---|---|\n'
-        + '\n'.join(rows) + '\n')

@@ -12,8 +12,8 @@ import torch
 from safetensors.torch import save_file
 
 from nat_mm import NAT
-from nat_mm.models.checkpoint_files import (CheckpointError, CheckpointNotFoundError,
-                                            read_checkpoint, sniff_format)
+from nat_mm.models.checkpoint import (CheckpointError, CheckpointNotFoundError, read_checkpoint,
+                                      sniff_format)
 
 HF_DATA = Path(__file__).resolve().parents[1] / 'data' / 'hf'
 #: A small NAT; its own state dict makes the "good" checkpoints the cases damage.
@@ -121,19 +121,19 @@ def folder_without_weights(folder):
 #: case -> (builder(folder) -> path, the message's parts).
 DAMAGED = {
     'truncated': (truncated, ['is damaged or incomplete: torch.load cannot read its 5000 bytes',
-                              'Download it again: "python tools/misc/download_checkpoints.py '
+                              'Download it again: "nat-mm-download '
                               'nat_small --force" (checks the size; or by hand from '
                               'https://shi-labs.com/projects/nat/checkpoints/CLS/nat_small.pth)']),
     'zero_bytes': (zero_bytes, ['is empty (0 bytes): a download or copy that did not finish',
-                                'download_checkpoints.py nat_tiny --force']),
+                                'nat-mm-download nat_tiny --force']),
     'image': (image, ['is not a checkpoint: it is a PNG image (208 bytes), not a PyTorch (.pth, '
-                      '.bin) or safetensors file', 'download_checkpoints.py nat_mini --force']),
+                      '.bin) or safetensors file', 'nat-mm-download nat_mini --force']),
     'text': (text, ['is not a checkpoint: it is a Git LFS pointer (fetch the file itself: git lfs '
                     'pull) (66 bytes)',
-                    'download_checkpoints.py dinat_tiny_in1k_224 --force']),
+                    'nat-mm-download dinat_tiny_in1k_224 --force']),
     'html_page': (html_page, ['is not a checkpoint: it is an HTML page (a download that '
                               'returned an error page?)',
-                              'download_checkpoints.py nat_base --force']),
+                              'nat-mm-download nat_base --force']),
     'swin': (swin, ['holds no NAT / DiNAT weights: none of its 3 tensors has a NAT parameter '
                     'name', 'it looks like a checkpoint of a Swin Transformer',
                     'Use a NAT / DiNAT checkpoint']),
@@ -150,13 +150,13 @@ DAMAGED = {
                                           'as float32']),
     'safetensors_truncated': (safetensors_truncated, [
         'is a damaged or incomplete safetensors file', 'Download it again, or point init_cfg at '
-        'an intact copy ("python tools/misc/download_checkpoints.py --list" lists the published '
+        'an intact copy ("nat-mm-download --list" lists the published '
         'checkpoints)']),
     'safetensors_bad_header': (safetensors_bad_header, [
         'is a damaged or incomplete safetensors file (105 bytes; SafetensorError: ',
         'Download it again, or point init_cfg at an intact copy']),
-    'missing': (missing, ["It is the published checkpoint 'dinat_large_in22k_224': \"python "
-                          'tools/misc/download_checkpoints.py dinat_large_in22k_224" fetches it '
+    'missing': (missing, ["It is the published checkpoint 'dinat_large_in22k_224': "
+                          '"nat-mm-download dinat_large_in22k_224" fetches it '
                           '(official address https://shi-labs.com/projects/dinat/checkpoints/'
                           'imagenet22k/dinat_large_in22k_224.pth)',
                           'model.backbone.init_cfg=None']),
@@ -193,7 +193,7 @@ def test_missing_file_is_still_a_file_not_found_error(tmp_path):
         read_checkpoint(path)
     assert str(error.value).startswith(
         f"NAT pretrained checkpoint '{path}' not found. It is the published checkpoint "
-        "'nat_tiny': \"python tools/misc/download_checkpoints.py nat_tiny\" fetches it")
+        "'nat_tiny': \"nat-mm-download nat_tiny\" fetches it")
 
 
 @pytest.mark.parametrize('builder, kind', [

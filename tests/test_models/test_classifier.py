@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 import nat_mm  # noqa: F401  (registers NAT and the Pretrained initializer)
 from nat_mm.launch.classifier_runner import ClassifierRunner
 from nat_mm.models import CheckpointError
-from nat_mm.models.transformers_layout import nat_arguments
+from nat_mm.models.checkpoint import nat_arguments
 
 HF_DATA = Path(__file__).resolve().parents[1] / 'data' / 'hf'
 FOLDERS = ('nat_k7', 'dinat_k7', 'dinat_k11')

@@ -9,11 +9,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from nat_mm import NAT
-from nat_mm.models.checkpoint_files import CheckpointError
+from nat_mm.models.checkpoint import (CheckpointError, detect_layout, from_transformers_layout,
+                                      load_pretrained, nat_arguments)
 from nat_mm.models.presets import DILATIONS_224, DILATIONS_M2F
-from nat_mm.models.transformers_layout import (from_transformers_layout, is_transformers_layout,
-                                               nat_arguments)
-from nat_mm.models.weight_conversion import load_pretrained
 
 HF_DATA = Path(__file__).resolve().parents[1] / 'data' / 'hf'
 FOLDERS = ('nat_k7', 'dinat_k7', 'dinat_k11')
@@ -74,7 +72,7 @@ def test_hub_layout_renames_every_tensor():
     """q, k, v stacked into qkv; the (2, C) layer scale split into gamma1 / gamma2; the
     classifier's final LayerNorm and head dropped."""
     raw = load_file(HF_DATA / 'dinat_k7' / 'model.safetensors')
-    assert is_transformers_layout(raw)
+    assert detect_layout(raw).transformers
     converted, dropped = from_transformers_layout(raw)
     assert sorted(dropped) == ['classifier.bias', 'classifier.weight', 'dinat.layernorm.bias',
                                'dinat.layernorm.weight']

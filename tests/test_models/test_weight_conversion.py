@@ -9,7 +9,7 @@ import torch
 
 from nat_mm import NAT
 from nat_mm.models import PUBLISHED_CHECKPOINTS, checkpoint_filter_fn, load_pretrained
-from nat_mm.models.weight_conversion import resize_rpb
+from nat_mm.models.checkpoint import resize_rpb
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 #: The checkpoint converter, as the tool fixtures name it.

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from nat_mm import NAT, natten_compat
-from nat_mm.models.transformers_layout import from_transformers_layout, nat_arguments
+from nat_mm.models.checkpoint import from_transformers_layout, nat_arguments
 
 transformers = pytest.importorskip('transformers')
 if transformers.__version__ != '4.44.2':

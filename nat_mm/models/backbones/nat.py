@@ -3,7 +3,7 @@
 Module and parameter names follow the official classification checkpoints
 (``patch_embed``, ``levels.{i}.blocks.{j}``, ``levels.{i}.downsample``), so the
 published weights load after dropping the classification ``norm`` and
-``head`` (see :mod:`nat_mm.models.weight_conversion`). The detection/segmentation
+``head`` (see :mod:`nat_mm.models.checkpoint`). The detection/segmentation
 backbone adds one output LayerNorm ``norm{i}`` per returned level.
 
 Inside the network features are channels-last (B, H, W, C); the outputs are
@@ -19,7 +19,7 @@ from torch.utils import checkpoint as activation_checkpoint
 from ...ops import NeighborhoodAttention2D
 from ...ops.gelu_linear import gelu_linear
 from ..presets import ARCH_SETTINGS, resolve_dilations
-from ..weight_conversion import load_pretrained
+from ..checkpoint.load import load_pretrained
 
 _REQUIRED_ARCH_KEYS = ('embed_dim', 'depths', 'num_heads', 'mlp_ratio')
 _OPTIONAL_ARCH_DEFAULTS = dict(drop_path_rate=0., layer_scale=None)
@@ -286,7 +286,7 @@ class NAT(BaseModule):
             ``dict(type='Pretrained', checkpoint=PATH)`` for an official NAT
             classification checkpoint or a converted backbone checkpoint
             (optional keys: prefix, map_location, strict; see
-            :func:`~nat_mm.models.weight_conversion.load_pretrained`).
+            :func:`~nat_mm.models.checkpoint.load_pretrained`).
         kwargs: none is accepted; a ValueError names them (and, for
             SwinTransformer's arguments, gives the ``_delete_=True`` fix).
 
@@ -399,7 +399,7 @@ class NAT(BaseModule):
         layer-scale gammas ``layer_scale``; convolutions keep PyTorch's default
         init (kaiming-uniform). A ``Pretrained`` init_cfg then loads and
         converts the checkpoint with
-        :func:`nat_mm.models.weight_conversion.load_pretrained`; other init_cfg
+        :func:`nat_mm.models.checkpoint.load_pretrained`; other init_cfg
         entries are applied by MMEngine.
         """
         init_cfgs = self.init_cfg or []

@@ -1,12 +1,13 @@
-"""tools/misc/download_checkpoints.py against a loopback HTTP server (127.0.0.1 only; it stops
-by itself after SERVER_LIFETIME_S) and a Hugging Face Hub cache folder built here: progress,
-size check, resume, no partial file under the final name, Hub copies checked and converted,
-and what to do by hand when nothing can be reached. Nothing leaves the machine."""
+"""``nat-mm-download`` (nat_mm/cli/download.py) against a loopback HTTP server (127.0.0.1 only;
+it stops by itself after SERVER_LIFETIME_S) and a Hugging Face Hub cache folder built here:
+progress, size check, resume, no partial file under the final name, Hub copies checked and
+converted, and what to do by hand when nothing can be reached. Nothing leaves the machine."""
 import hashlib
 import io
 import json
 import re
 import socket
+import subprocess
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,8 +17,9 @@ import pytest
 import torch
 
 from environment import require_module
+from nat_mm.cli import download
+from nat_mm.models.checkpoint import nat_arguments
 from nat_mm.models.presets import PUBLISHED_CHECKPOINTS
-from nat_mm.models.transformers_layout import nat_arguments
 
 HF_DATA = Path(__file__).resolve().parents[1] / 'data' / 'hf'
 SERVER_LIFETIME_S = 120
@@ -25,8 +27,9 @@ NAT_MINI_PATH = '/projects/nat/checkpoints/CLS/nat_mini.pth'
 
 
 @pytest.fixture(scope='module')
-def tool(load_tool):
-    return load_tool('misc/download_checkpoints')
+def tool():
+    """The command's module: ``tool.main(argv)`` is ``nat-mm-download ARGV``."""
+    return download
 
 
 @pytest.fixture(scope='module')
@@ -283,3 +286,19 @@ def test_hub_copy_of_another_model_is_refused(tool, tmp_path):
                                                  r'4, 4\]'):
         tool.fetch_from_hub(entry, str(tmp_path / 'out.pth'), cache_dir=str(cache), offline=True)
     assert not (tmp_path / 'out.pth').exists() and not (tmp_path / 'out.pth.part').exists()
+
+
+def test_the_tools_script_is_the_same_command(load_tool, capsys):
+    """tools/misc/download_checkpoints.py, where OpenMMLab users look, runs nat-mm-download."""
+    assert load_tool('misc/download_checkpoints').main is download.main
+    assert download.main(['--list']) == 0
+    assert 'nat_tiny\n  file     checkpoints/nat_tiny.pth' in capsys.readouterr().out
+
+
+def test_runs_as_a_module_with_the_commands_name():
+    result = subprocess.run([sys.executable, '-m', 'nat_mm.cli.download', '--help'],
+                            capture_output=True, text=True, timeout=300,
+                            cwd=Path(__file__).resolve().parents[2])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith('usage: nat-mm-download [-h]')
+    assert 'names: nat_mini, nat_tiny' in result.stdout

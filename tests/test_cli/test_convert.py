@@ -1,22 +1,25 @@
-"""The checkpoint converter writes the official layout from a Hugging Face Hub snapshot (the
-model built from its config.json), and the written file gives Transformers + NATTEN's numbers."""
+"""``nat-mm-convert`` (nat_mm/cli/convert.py) writes the official layout from a Hugging Face Hub
+snapshot (the model built from its config.json), and the written file gives Transformers +
+NATTEN's numbers."""
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from nat_mm.models.transformers_layout import nat_arguments
+from nat_mm.cli import convert
+from nat_mm.models.checkpoint import nat_arguments
 
 HF_DATA = Path(__file__).resolve().parents[1] / 'data' / 'hf'
-CONVERTER = 'model_converters/nat2mm'
 
 
 @pytest.mark.parametrize('folder', ['dinat_k7', 'dinat_k11'])
-def test_hub_snapshot_converts_to_the_official_layout(load_tool, tmp_path, capsys, folder,
+def test_hub_snapshot_converts_to_the_official_layout(tmp_path, capsys, folder,
                                                       assert_transformers_features):
     dst = tmp_path / f'{folder}.pth'
-    load_tool(CONVERTER).main([str(HF_DATA / folder), str(dst)])
+    convert.main([str(HF_DATA / folder), str(dst)])
     out = capsys.readouterr().out
     saved = torch.load(dst, weights_only=True)
     config = json.loads((HF_DATA / folder / 'config.json').read_text())
@@ -28,11 +31,24 @@ def test_hub_snapshot_converts_to_the_official_layout(load_tool, tmp_path, capsy
     assert_transformers_features(dst, folder)
 
 
-def test_hub_snapshot_of_another_variant_is_refused(load_tool, tmp_path):
+def test_hub_snapshot_of_another_variant_is_refused(tmp_path):
     """--arch given: the config.json check names the disagreement; nothing is written."""
     dst = tmp_path / 'out.pth'
     with pytest.raises(SystemExit) as error:
-        load_tool(CONVERTER).main([str(HF_DATA / 'nat_k7'), str(dst), '--arch', 'mini'])
+        convert.main([str(HF_DATA / 'nat_k7'), str(dst), '--arch', 'mini'])
     assert ('does not fit the model: config.json has embed_dim=16, the model has embed_dim=64: '
             'set embed_dim=16') in str(error.value)
     assert not dst.exists()
+
+
+def test_the_tools_script_is_the_same_command(load_tool):
+    """tools/model_converters/nat2mm.py, where OpenMMLab users look, runs nat-mm-convert."""
+    assert load_tool('model_converters/nat2mm').main is convert.main
+
+
+def test_runs_as_a_module_with_the_commands_name():
+    result = subprocess.run([sys.executable, '-m', 'nat_mm.cli.convert', '--help'],
+                            capture_output=True, text=True, timeout=300,
+                            cwd=Path(__file__).resolve().parents[2])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith('usage: nat-mm-convert [-h]')
