@@ -2,8 +2,6 @@
 snapshot (the model built from its config.json), and the written file gives Transformers +
 NATTEN's numbers."""
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -40,15 +38,3 @@ def test_hub_snapshot_of_another_variant_is_refused(tmp_path):
             'set embed_dim=16') in str(error.value)
     assert not dst.exists()
 
-
-def test_the_tools_script_is_the_same_command(load_tool):
-    """tools/model_converters/nat2mm.py, where OpenMMLab users look, runs nat-mm-convert."""
-    assert load_tool('model_converters/nat2mm').main is convert.main
-
-
-def test_runs_as_a_module_with_the_commands_name():
-    result = subprocess.run([sys.executable, '-m', 'nat_mm.cli.convert', '--help'],
-                            capture_output=True, text=True, timeout=300,
-                            cwd=Path(__file__).resolve().parents[2])
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith('usage: nat-mm-convert [-h]')

@@ -7,7 +7,6 @@ import io
 import json
 import re
 import socket
-import subprocess
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -287,18 +286,3 @@ def test_hub_copy_of_another_model_is_refused(tool, tmp_path):
         tool.fetch_from_hub(entry, str(tmp_path / 'out.pth'), cache_dir=str(cache), offline=True)
     assert not (tmp_path / 'out.pth').exists() and not (tmp_path / 'out.pth.part').exists()
 
-
-def test_the_tools_script_is_the_same_command(load_tool, capsys):
-    """tools/misc/download_checkpoints.py, where OpenMMLab users look, runs nat-mm-download."""
-    assert load_tool('misc/download_checkpoints').main is download.main
-    assert download.main(['--list']) == 0
-    assert 'nat_tiny\n  file     checkpoints/nat_tiny.pth' in capsys.readouterr().out
-
-
-def test_runs_as_a_module_with_the_commands_name():
-    result = subprocess.run([sys.executable, '-m', 'nat_mm.cli.download', '--help'],
-                            capture_output=True, text=True, timeout=300,
-                            cwd=Path(__file__).resolve().parents[2])
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith('usage: nat-mm-download [-h]')
-    assert 'names: nat_mini, nat_tiny' in result.stdout

@@ -6,7 +6,7 @@
 # folder or an MMEngine checkpoint of this model, with
 #   python tools/test.py CONFIG CHECKPOINT                 (load_from, through ClassifierRunner)
 #   model.init_cfg=dict(type='Pretrained', checkpoint=CHECKPOINT)
-# (nat_mm/models/classifier_weights.py; a detection / segmentation checkpoint or a head of
+# (nat_mm/models/checkpoint/classifier.py; a detection / segmentation checkpoint or a head of
 # another number of classes stops with what to do).
 #
 # Optimisation shared by the published recipes (the official classification configs, timm):
