@@ -271,10 +271,12 @@ def fetch(name, entry, dest, args):
 
 
 def list_checkpoints(dest):
+    """The ``--list`` text (str): per name its file under ``dest``, its addresses, the
+    configs that load it and the classifier config that evaluates it."""
     lines = []
     for name, entry in PUBLISHED_CHECKPOINTS.items():
         hub = f'https://huggingface.co/{entry["hub_repo"]}' if entry['hub_repo'] else 'none'
-        evaluate = (f'python tools/test.py configs/{entry["classifier_config"]} '
+        evaluate = (f'config configs/{entry["classifier_config"]} with checkpoint '
                     f'{osp.join(dest, entry["file"])}' if entry['classifier_config'] else '-')
         lines.append(f'{name}\n  file     {osp.join(dest, entry["file"])}\n'
                      f'  official {entry["url"]}\n  hub      {hub}\n'

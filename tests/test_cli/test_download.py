@@ -183,7 +183,7 @@ def test_list_names_every_checkpoint_with_its_configs(tool, capsys):
     for name, entry in PUBLISHED_CHECKPOINTS.items():
         assert f'{name}\n  file     checkpoints/{entry["file"]}\n  official {entry["url"]}' in out
     assert 'configs  upernet_nat_tiny_ade20k.py, mask_rcnn_nat_tiny_coco.py' in out
-    assert ('evaluate python tools/test.py configs/mmpretrain/nat/nat-tiny_8xb128_in1k.py '
+    assert ('evaluate config configs/mmpretrain/nat/nat-tiny_8xb128_in1k.py with checkpoint '
             'checkpoints/nat_tiny.pth') in out
 
 

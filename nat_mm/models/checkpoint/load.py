@@ -33,16 +33,16 @@ def prepare_state_dict(checkpoint, model, prefix=None, map_location='cpu', stric
             Transformers ``config.json`` that disagrees with the model.
 
     Returns:
-        (state_dict, dropped, missing, unexpected): the backbone state dict
-        in nat_mm's names (name -> tensor) and the key lists.
+        :data:`~.checks.Checked` (state_dict, dropped, missing, unexpected): the
+        backbone state dict in nat_mm's names (name -> tensor) and the key lists.
 
     Raises:
         CheckpointError: naming the file, what is wrong and what to do.
     """
     file = read_checkpoint(checkpoint, map_location=map_location)
     names = to_nat_names(file.checkpoint, prefix=prefix)
-    return tuple(check_backbone(names, model, f'checkpoint {file.path!r}', config=file.config,
-                                strict=strict))
+    return check_backbone(names, model, f'checkpoint {file.path!r}', config=file.config,
+                          strict=strict)
 
 
 def load_pretrained(model, checkpoint, prefix=None, map_location='cpu', strict=True):
