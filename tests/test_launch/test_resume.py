@@ -5,7 +5,8 @@ import torch
 from mmengine.config import Config
 
 from nat_mm.launch import resolve_resume_checkpoint
-from nat_mm.launch.resume import checkpoint_damage, complete_checkpoints
+from nat_mm.launch.resume import complete_checkpoints
+from nat_mm.models.checkpoint import checkpoint_damage
 
 
 def _truncate(path, keep):
