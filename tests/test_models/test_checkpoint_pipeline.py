@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
 import nat_mm.models.checkpoint as pipeline
@@ -76,7 +77,8 @@ class Classifier(nn.Module):
 def checkpoints(tmp_path_factory):
     """layout -> path: the golden classifier's weights as the official .pth (backbone, norm.*,
     head.*), an MMEngine checkpoint of the classifier ({'state_dict': {'module.backbone.*',
-    'module.head.fc.*'}, 'meta'}), the Hub folder and its safetensors file."""
+    'module.head.fc.*'}, 'meta'}), the Hub folder, its safetensors file, and its Transformers
+    names under an MMEngine wrapper's 'backbone.' (no config.json)."""
     root = tmp_path_factory.mktemp('layouts')
     classifier = Classifier()
     load_classifier(classifier, HF_DATA / FOLDER)
@@ -89,15 +91,19 @@ def checkpoints(tmp_path_factory):
     torch.save(official, root / 'nat_official.pth')
     torch.save({'state_dict': {f'module.{key}': value for key, value in state.items()},
                 'meta': {'epoch': 1}}, root / 'epoch_1.pth')
+    hub_state = load_file(HF_DATA / FOLDER / 'model.safetensors')
+    torch.save({'state_dict': {f'backbone.{key}': value for key, value in hub_state.items()}},
+               root / 'wrapped_hub.pth')
     return {'official': root / 'nat_official.pth', 'mmengine': root / 'epoch_1.pth',
             'hub_folder': HF_DATA / FOLDER,
-            'hub_safetensors': HF_DATA / FOLDER / 'model.safetensors'}
+            'hub_safetensors': HF_DATA / FOLDER / 'model.safetensors',
+            'mmengine_hub': root / 'wrapped_hub.pth'}
 
 
-LAYOUTS = ['official', 'mmengine', 'hub_folder', 'hub_safetensors']
+LAYOUTS = ['official', 'mmengine', 'hub_folder', 'hub_safetensors', 'mmengine_hub']
 
 
-def assert_walked_once(walk, loader_module, check_stage, hub):
+def assert_walked_once(walk, loader_module, check_stage, layout):
     """Each stage entered once, in order, from the loader; each function at most once
     (:data:`PER_ITEM` excepted); the stage functions exactly once."""
     stages = [module for module in walk.entries if module != 'messages']
@@ -110,10 +116,12 @@ def assert_walked_once(walk, loader_module, check_stage, hub):
     stage_functions = ['read.read_checkpoint', 'read.sniff_format', 'names.to_nat_names',
                        'names.unwrap_state_dict', 'names.detect_layout', check_stage,
                        'checks.fit_to_model', 'checks.check_state_dict']
-    if hub:
-        stage_functions += ['names.from_transformers_layout', 'checks.check_config']
+    transformers, config = 'hub' in layout, layout.startswith('hub')
+    stage_functions += ['names.from_transformers_layout'] if transformers else []
+    stage_functions += ['read._read_config', 'checks.check_config'] if config else []
     assert {name: walk.calls[name] for name in stage_functions} == dict.fromkeys(stage_functions, 1)
-    assert ('names.from_transformers_layout' in walk.calls) == hub
+    assert ('names.from_transformers_layout' in walk.calls) == transformers
+    assert ('checks.check_config' in walk.calls) == config
 
 
 @pytest.mark.parametrize('layout', LAYOUTS)
@@ -124,7 +132,7 @@ def test_backbone_load_walks_the_pipeline_once(checkpoints, layout):
     layers = {key for key in model.state_dict() if not key.startswith('norm')}
     assert layers <= set(loaded) <= set(model.state_dict())  # the output norms may be absent
     assert walk.calls['load.load_pretrained'] == walk.calls['load.prepare_state_dict'] == 1
-    assert_walked_once(walk, 'load', 'checks.check_backbone', hub=layout.startswith('hub'))
+    assert_walked_once(walk, 'load', 'checks.check_backbone', layout)
     assert walk.calls['messages.summarize_keys'] == 3
 
 
@@ -136,8 +144,7 @@ def test_classifier_load_walks_the_pipeline_once(checkpoints, layout):
     assert len(state_dict) == len(model.state_dict())
     assert walk.calls['classifier.load_classifier'] == 1
     assert walk.calls['classifier.classifier_state_dict'] == 1
-    assert_walked_once(walk, 'classifier', 'checks.check_classifier',
-                       hub=layout.startswith('hub'))
+    assert_walked_once(walk, 'classifier', 'checks.check_classifier', layout)
     assert walk.calls['checks._check_head'] == 1
     assert 'messages.summarize_keys' not in walk.calls
 
@@ -151,7 +158,7 @@ def test_rpb_tables_of_another_kernel_are_resized_in_the_same_single_walk(checkp
     tables = [key for key in model.state_dict() if key.endswith('attn.rpb')]
     assert walk.calls['checks.resize_rpb'] == len(tables) > 1
     del walk.calls['checks.resize_rpb']
-    assert_walked_once(walk, 'load', 'checks.check_backbone', hub=False)
+    assert_walked_once(walk, 'load', 'checks.check_backbone', 'official')
 
 
 def test_the_walk_recorder_sees_a_repeat():

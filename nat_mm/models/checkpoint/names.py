@@ -168,10 +168,11 @@ def to_nat_names(checkpoint, prefix=None):
         state_dict = {key: value for key, value in backbone.items()
                       if not key.startswith((OFFICIAL_HEAD_PREFIX, OFFICIAL_NORM_PREFIX))}
     if layout.transformers:
-        renamed, classifier_keys = from_transformers_layout(state_dict)
-        for key in classifier_keys:
+        renamed, transformers_classifier = from_transformers_layout(state_dict)
+        for key in transformers_classifier:
             part, name = _CLASSIFIER_PART.match(key).groups()
             (final_norm if part == 'layernorm' else head)[name] = state_dict[key]
+        classifier_keys += transformers_classifier
         state_dict = renamed
     elif not layout.wrapped:
         final_norm, head = _take(state_dict, OFFICIAL_NORM_PREFIX, OFFICIAL_HEAD_PREFIX)
