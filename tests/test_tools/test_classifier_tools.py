@@ -105,14 +105,11 @@ def official_layout(state_dict):
 
 
 @pytest.fixture(scope='module')
-def trained(tmp_path_factory, tiny_imagenet):
+def trained(tmp_path_factory, tiny_imagenet, load_tool):
     """Two epochs of tools/train.py (with validation): (config, work dir, runner)."""
     tmp_path = tmp_path_factory.mktemp('classifier_run')
     config = tiny_config(tmp_path, tiny_imagenet)
-    spec = importlib.util.spec_from_file_location('train_tool', REPO_ROOT / 'tools' / 'train.py')
-    train = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train)
-    runner = train.main([str(config), '--work-dir', str(tmp_path / 'work')])
+    runner = load_tool('train').main([str(config), '--work-dir', str(tmp_path / 'work')])
     return config, tmp_path / 'work', runner
 
 
