@@ -2,8 +2,8 @@
 way to load a script of tools/ (or dev/), and the skips of the torch matrix's profile.
 
 Without CUDA, Triton kernels run through Triton's interpreter: the flag must
-be set before the kernels are defined (nat_mm.ops.triton_na decorates them at
-import), so it is set here, before any test module imports nat_mm.
+be set before the kernels are defined (nat_mm.ops.triton_kernels, imported by
+nat_mm.ops.triton_na), so it is set here, before any test module imports nat_mm.
 
 Test profiles (``NAT_MM_TEST_PROFILE``, decided in one place: tests/environment.py): the
 default is the pinned stack of ``make setup``, where everything is installed and a missing
