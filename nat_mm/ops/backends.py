@@ -15,8 +15,7 @@ Availability is asked once per (backend, device type) in a process
 tries and which are checked on first use (:mod:`.self_check`).
 """
 import functools
-from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, NamedTuple, Optional
 
 
 def _always_available(device_type):
@@ -27,9 +26,9 @@ def _no_reason(device_type):
     return None
 
 
-@dataclass(frozen=True)
-class Backend:
-    """One neighbourhood-attention backend.
+class Backend(NamedTuple):
+    """One neighbourhood-attention backend (a named tuple: immutable, hashable, and
+    traced through by ``torch.compile``).
 
     Args:
         name: what ``na2d(..., backend=name)`` and :func:`nat_mm.ops.na_backend` take.
