@@ -1,5 +1,6 @@
 """Shared by every test: the Triton interpreter flag, the Hypothesis profiles, the one
-way to load a script of tools/ (or dev/), and the skips of the torch matrix's profile.
+way to load a script of tools/ (or dev/), the skips of the torch matrix's profile, and
+``fresh_availability`` for tests that change what an attention backend finds.
 
 Without CUDA, Triton kernels run through Triton's interpreter: the flag must
 be set before the kernels are defined (nat_mm.ops.triton_kernels, imported by
@@ -114,6 +115,16 @@ def tool_path():
 def load_dev_script():
     """Function: ``load_dev_script('gpu_check')`` is dev/gpu_check.py as a module."""
     return lambda name: _load_script(f'dev/{name}')
+
+
+@pytest.fixture
+def fresh_availability():
+    """nat_mm's backend seam asks every backend again whether it runs, during the test (after
+    the test's changes to what a backend finds) and after it (once they are undone)."""
+    from nat_mm.ops import backends
+    backends.clear_availability_cache()
+    yield
+    backends.clear_availability_cache()
 
 
 @pytest.fixture
