@@ -1,9 +1,10 @@
 """Shared by every test: the Triton interpreter flag, the Hypothesis profiles, the one
-way to load a script of tools/ (or dev/), and the skips of the torch matrix's profile.
+way to load a script of tools/ (or dev/), the skips of the torch matrix's profile, and
+``fresh_availability`` for tests that change what an attention backend finds.
 
 Without CUDA, Triton kernels run through Triton's interpreter: the flag must
-be set before the kernels are defined (nat_mm.ops.triton_na decorates them at
-import), so it is set here, before any test module imports nat_mm.
+be set before the kernels are defined (nat_mm.ops.triton_kernels, imported by
+nat_mm.ops.triton_na), so it is set here, before any test module imports nat_mm.
 
 Test profiles (``NAT_MM_TEST_PROFILE``, decided in one place: tests/environment.py): the
 default is the pinned stack of ``make setup``, where everything is installed and a missing
@@ -121,6 +122,16 @@ def tool_path():
 def load_dev_script():
     """Function: ``load_dev_script('gpu_check')`` is dev/gpu_check.py as a module."""
     return lambda name: _load_script(f'dev/{name}')
+
+
+@pytest.fixture
+def fresh_availability():
+    """nat_mm's backend seam asks every backend again whether it runs, during the test (after
+    the test's changes to what a backend finds) and after it (once they are undone)."""
+    from nat_mm.ops import backends
+    backends.clear_availability_cache()
+    yield
+    backends.clear_availability_cache()
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import subprocess
 import sys
 import warnings
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -103,9 +102,9 @@ def test_a_default_backend_that_cannot_run_is_skipped_with_one_warning(monkeypat
     """The path a CUDA machine with an old Triton takes (its default order starts with a
     backend that reports a reason), exercised on the CPU's default order."""
     calls = []
-    off = SimpleNamespace(na2d_off=lambda *args: calls.append(args),
-                          is_available=lambda device_type: False,
-                          unavailable_reason=lambda device_type: 'Triton 2.1.0 is too old')
+    off = backends.Backend('off', lambda *args: calls.append(args),
+                           is_available=lambda device_type: False,
+                           unavailable_reason=lambda device_type: 'Triton 2.1.0 is too old')
     monkeypatch.setitem(backends.BACKENDS, 'off', off)
     monkeypatch.setitem(backends.DEFAULT_ORDER, 'cpu', ('off', 'csr'))
     monkeypatch.setattr(functional, '_warned_unavailable', set())

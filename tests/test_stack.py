@@ -206,7 +206,8 @@ def test_a_missing_module_fails_but_the_stack_skips_in_the_matrix(monkeypatch, p
 
 
 @pytest.mark.parametrize('profile, outcome', [('default', pytest.fail), ('matrix', pytest.skip)])
-def test_an_unavailable_triton_backend_skips_only_in_the_matrix(monkeypatch, profile, outcome):
+def test_an_unavailable_triton_backend_skips_only_in_the_matrix(monkeypatch, profile, outcome,
+                                                                fresh_availability):
     """Without TRITON_INTERPRET=1 Triton cannot run on a CPU (as with a Triton too old)."""
     if triton_unusable_reason() is not None:
         pytest.skip(f'{triton_unusable_reason()}: require_backend skips for that in every '

@@ -20,8 +20,8 @@ import torch
 
 from ..ops import na2d
 from ..ops.common import neighborhood_indices
-from ..ops.csr import _pattern, csr_plan
-from ..ops.functional import _check_na2d_args
+from ..ops.csr import csr_pattern, csr_plan
+from ..ops.functional import check_na2d_args
 
 
 @functools.lru_cache(maxsize=16)
@@ -43,7 +43,7 @@ def _plan(shape, kernel_size, dilation, device):
 
 def _transposed(plan, values, n):
     """The transposed pattern, holding ``values`` (n, K*K) moved to their transposed places."""
-    return _pattern(plan.t_crow, plan.t_col, values.reshape(-1).index_select(0, plan.t_perm), n)
+    return csr_pattern(plan.t_crow, plan.t_col, values.reshape(-1).index_select(0, plan.t_perm), n)
 
 
 class _Logits(torch.autograd.Function):
@@ -56,7 +56,7 @@ class _Logits(torch.autograd.Function):
         q, k = query.reshape(-1, head_dim), key.reshape(-1, head_dim)
         n = len(q)
         logits = q.new_zeros(n, kernel_size * kernel_size)
-        scores = _pattern(plan.crow, plan.col, logits.view(-1), n)
+        scores = csr_pattern(plan.crow, plan.col, logits.view(-1), n)
         torch.sparse.sampled_addmm(scores, q, k.t(), out=scores)
         if rpb is not None:
             index = _rpb_index(height, width, kernel_size, dilation, query.device)
@@ -74,7 +74,7 @@ class _Logits(torch.autograd.Function):
         grad = grad_logits.reshape(len(q), -1)
         grad_query = grad_key = grad_rpb = None
         if ctx.needs_input_grad[0]:
-            grad_query = (_pattern(plan.crow, plan.col, grad.reshape(-1), len(q)) @ k).view(
+            grad_query = (csr_pattern(plan.crow, plan.col, grad.reshape(-1), len(q)) @ k).view(
                 ctx.shape)
         if ctx.needs_input_grad[1]:
             grad_key = (_transposed(plan, grad, len(q)) @ q).view(ctx.shape)
@@ -94,7 +94,7 @@ class _WeightedSum(torch.autograd.Function):
         plan = _plan(value.shape, kernel_size, dilation, value.device)
         weights, v = attn.reshape(-1, kernel_size * kernel_size), value.reshape(-1, value.shape[-1])
         out = v.new_empty(v.shape)     # (torch.mm would zero-fill it first)
-        torch.addmm(out, _pattern(plan.crow, plan.col, weights.reshape(-1), len(v)), v,
+        torch.addmm(out, csr_pattern(plan.crow, plan.col, weights.reshape(-1), len(v)), v,
                     beta=0., out=out)
         ctx.save_for_backward(weights, v)
         ctx.kernel_size, ctx.dilation = kernel_size, dilation
@@ -109,7 +109,7 @@ class _WeightedSum(torch.autograd.Function):
         grad_attn = grad_value = None
         if ctx.needs_input_grad[0]:
             grad_weights = torch.zeros_like(weights)
-            sampled = _pattern(plan.crow, plan.col, grad_weights.view(-1), len(v))
+            sampled = csr_pattern(plan.crow, plan.col, grad_weights.view(-1), len(v))
             torch.sparse.sampled_addmm(sampled, grad, v.t(), out=sampled)
             grad_attn = grad_weights.view(*shape[:4], -1)
         if ctx.needs_input_grad[1]:
@@ -136,7 +136,7 @@ def neighbourhood_logits(query, key, kernel_size, dilation, rpb=None):
         (B, heads, H, W, K*K) in NATTEN's neighbour order, in the query's dtype
         (float16 / bfloat16 computed in float32).
     """
-    _check_na2d_args(query, key, key, kernel_size, dilation, rpb)
+    check_na2d_args(query, key, key, kernel_size, dilation, rpb)
     compute = _sparse_dtype(query.dtype)
     with torch.autocast(query.device.type, enabled=False):
         logits = _Logits.apply(query.to(compute), key.to(compute),
@@ -156,7 +156,7 @@ def neighbourhood_sum(attn, value, kernel_size, dilation):
     Returns:
         (B, heads, H, W, D), in the value's dtype.
     """
-    _check_na2d_args(value, value, value, kernel_size, dilation, None)
+    check_na2d_args(value, value, value, kernel_size, dilation, None)
     expected = (*value.shape[:4], kernel_size * kernel_size)
     if not isinstance(attn, torch.Tensor) or tuple(attn.shape) != expected:
         got = tuple(attn.shape) if isinstance(attn, torch.Tensor) else type(attn).__name__

@@ -1,4 +1,5 @@
-from .backends import BackendError, register_backend
+from .backends import register_backend
+from .common import BackendError
 from .functional import available_backends, na2d, na_backend
 from .module import NeighborhoodAttention2D
 from .reference import na2d_reference

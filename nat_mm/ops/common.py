@@ -1,8 +1,13 @@
-"""Helpers the fast backends share (window indices, layout, dropout masks).
+"""Helpers the fast backends share (window indices, layout, dropout masks), and the error
+they raise.
 
 The reference (:mod:`.reference`) deliberately uses none of them.
 """
 import torch
+
+
+class BackendError(RuntimeError):
+    """A backend cannot run these inputs on this machine (not a user error)."""
 
 
 def neighborhood_indices(length: int, kernel_size: int, dilation: int, device=None):

@@ -107,7 +107,7 @@ def csr_plan(batch, heads, height, width, kernel_size, dilation, device='cpu'):
     return CsrPlan(*(index.to(device) for index in plan))
 
 
-def _pattern(crow, col, values, n):
+def csr_pattern(crow, col, values, n):
     """The (n, n) CSR matrix with ``values`` (a view, not a copy)."""
     with warnings.catch_warnings():   # "sparse CSR support is in beta"
         warnings.simplefilter('ignore', UserWarning)
@@ -137,7 +137,7 @@ class _CsrAttention(torch.autograd.Function):
             table = rpb.to(q.dtype).reshape(-1)[plan.table_index].view(-1, window)
             logits = table.index_select(0, plan.bias_type)
         # In place; beta=0 would still multiply (garbage) values by 0, hence no empty().
-        scores = _pattern(plan.crow, plan.col, logits.view(-1), n)
+        scores = csr_pattern(plan.crow, plan.col, logits.view(-1), n)
         torch.sparse.sampled_addmm(scores, q, k.t(), alpha=scale, out=scores)
         weights = torch.softmax(logits, -1)
         seed = None
@@ -147,7 +147,7 @@ class _CsrAttention(torch.autograd.Function):
         else:
             kept = weights
         out = v.new_empty(n, head_dim)      # (torch.mm would zero-fill it, then copy)
-        torch.addmm(out, _pattern(plan.crow, plan.col, kept.view(-1), n), v, beta=0., out=out)
+        torch.addmm(out, csr_pattern(plan.crow, plan.col, kept.view(-1), n), v, beta=0., out=out)
         ctx.save_for_backward(q, k, v, rpb, weights)
         ctx.shape, ctx.kernel_size, ctx.dilation = query.shape, kernel_size, dilation
         ctx.scale, ctx.dropout_p, ctx.seed = scale, dropout_p, seed
@@ -166,7 +166,7 @@ class _CsrAttention(torch.autograd.Function):
         plan = csr_plan(batch, heads, height, width, kernel_size, ctx.dilation, q.device)
         n, window = weights.shape
         grad = _rows(grad_out.to(q.dtype))
-        grad_weights = _pattern(plan.crow, plan.col, torch.zeros_like(weights).view(-1), n)
+        grad_weights = csr_pattern(plan.crow, plan.col, torch.zeros_like(weights).view(-1), n)
         torch.sparse.sampled_addmm(grad_weights, grad, v.t(), out=grad_weights)
         grad_weights = grad_weights.values().view(n, window)
         kept = weights
@@ -177,12 +177,12 @@ class _CsrAttention(torch.autograd.Function):
         grad_logits = torch._softmax_backward_data(grad_weights, weights, -1, weights.dtype)
 
         grads = q.new_empty(3, n, head_dim)
-        torch.addmm(grads[0], _pattern(plan.crow, plan.col, grad_logits.view(-1), n), k,
+        torch.addmm(grads[0], csr_pattern(plan.crow, plan.col, grad_logits.view(-1), n), k,
                     beta=0., alpha=scale, out=grads[0])
         # The two transposed value arrays take turns in grad_weights' buffer (no
         # longer needed) instead of two fresh (n, K*K) allocations.
         transposed_values = grad_weights.view(-1)
-        transposed = _pattern(plan.t_crow, plan.t_col, transposed_values, n)
+        transposed = csr_pattern(plan.t_crow, plan.t_col, transposed_values, n)
         torch.index_select(grad_logits.view(-1), 0, plan.t_perm, out=transposed_values)
         torch.addmm(grads[1], transposed, q, beta=0., alpha=scale, out=grads[1])
         torch.index_select(kept.view(-1), 0, plan.t_perm, out=transposed_values)

@@ -21,8 +21,8 @@ import torch
 
 from ..compat import is_exporting
 from . import self_check
-from .backends import BACKENDS, DEFAULT_ORDER, BackendError
-from .backends import backend_module as _backend_module
+from .backends import BACKENDS, DEFAULT_ORDER, Backend, get_backend, is_available_on
+from .common import BackendError
 
 _chosen_backend = contextvars.ContextVar('nat_mm_na_backend', default=None)
 _failed = set()     # (backend, device type): raised BackendError once, skipped since
@@ -36,7 +36,7 @@ def _device_type(device):
 
 
 def available_backends(device=None):
-    """Names of the backends that can run here.
+    """Names of the registered backends that can run here.
 
     Args:
         device: a device (or type: 'cpu', 'cuda', ...): the backends that can
@@ -48,7 +48,7 @@ def available_backends(device=None):
     """
     types = _device_types(_device_type(device))
     return tuple(name for name in BACKENDS
-                 if any(_backend_module(name).is_available(t) for t in types))
+                 if any(is_available_on(get_backend(name), t) for t in types))
 
 
 def _device_types(device_type):
@@ -57,47 +57,60 @@ def _device_types(device_type):
         ['cuda'] if torch.cuda.is_available() else [])
 
 
-def _unavailable_reason(name, device_type):
-    """What backend ``name`` lacks on ``device_type`` (None: any device here), if it says."""
-    explain = getattr(_backend_module(name), 'unavailable_reason', None)
-    if explain is None:
-        return None
-    reasons = (explain(t) for t in _device_types(device_type))
+def _unavailable_reason(backend, device_type):
+    """What ``backend`` lacks on ``device_type`` (None: any device here), if it says."""
+    reasons = (backend.unavailable_reason(t) for t in _device_types(device_type))
     return '; '.join(dict.fromkeys(r for r in reasons if r)) or None
 
 
-def _check_backend_name(name, device_type=None):
-    if name not in BACKENDS or name not in available_backends(device_type):
-        where = f' on {device_type}' if device_type else ''
-        state = f'not available{where or " here"}' if name in BACKENDS else 'unknown'
-        reason = _unavailable_reason(name, device_type) if name in BACKENDS else None
-        available = available_backends(device_type)
-        order = DEFAULT_ORDER.get(device_type, DEFAULT_ORDER['*'])
-        use = next((n for n in order if n in available), None)
-        raise ValueError(
-            f'na2d: backend {name!r} is {state}' + (f' ({reason})' if reason else '')
-            + f'; available{where}: {list(available)} (all backends: {list(BACKENDS)})'
-            + (f'; use backend={use!r}' if name in BACKENDS and use else ''))
+def _resolve(backend, device_type=None):
+    """The :class:`~.backends.Backend` of ``backend`` (a record, used as given, or a
+    registered name) that can run on ``device_type`` (None: here), else ValueError
+    naming the available ones."""
+    record = backend if isinstance(backend, Backend) else (
+        get_backend(backend) if backend in BACKENDS else None)
+    if record is not None and any(is_available_on(record, t)
+                                  for t in _device_types(device_type)):
+        return record
+    name = record.name if record is not None else backend
+    where = f' on {device_type}' if device_type else ''
+    state = f'not available{where or " here"}' if record is not None else 'unknown'
+    reason = _unavailable_reason(record, device_type) if record is not None else None
+    available = available_backends(device_type)
+    order = DEFAULT_ORDER.get(device_type, DEFAULT_ORDER['*'])
+    use = next((n for n in order if n in available), None)
+    raise ValueError(
+        f'na2d: backend {name!r} is {state}' + (f' ({reason})' if reason else '')
+        + f'; available{where}: {list(available)} (all backends: {list(BACKENDS)})'
+        + (f'; use backend={use!r}' if record is not None and use else ''))
 
 
 @contextlib.contextmanager
-def na_backend(name):
-    """Use backend ``name`` for every :func:`na2d` call inside the block.
+def na_backend(backend):
+    """Use ``backend`` for every :func:`na2d` call inside the block.
 
     This includes the calls made by :class:`~nat_mm.NeighborhoodAttention2D`
     and the :class:`~nat_mm.NAT` backbone; ``None`` restores the automatic
     choice. An explicit ``na2d(..., backend=...)`` still wins.
+
+    Args:
+        backend: a registered name (:func:`available_backends`), a
+            :class:`~.backends.Backend` record (used without registering it), or None.
     """
-    if name is not None:
-        _check_backend_name(name)
-    token = _chosen_backend.set(name)
+    if backend is not None:
+        _resolve(backend)
+    token = _chosen_backend.set(backend)
     try:
         yield
     finally:
         _chosen_backend.reset(token)
 
 
-def _check_na2d_args(query, key, value, kernel_size, dilation, rpb):
+def check_na2d_args(query, key, value, kernel_size, dilation, rpb):
+    """Raises TypeError or ValueError (saying what to do) unless the arguments are what
+    :func:`na2d` takes: query, key, value (B, heads, H, W, head_dim) tensors of one dtype
+    and device, odd ``kernel_size`` >= 3, ``dilation`` >= 1 with H, W >= kernel_size *
+    dilation, rpb (heads, 2K-1, 2K-1) on their device or None."""
     if not all(isinstance(t, torch.Tensor) for t in (query, key, value)):
         raise TypeError('na2d: query, key and value must be torch.Tensors, got '
                         f'{", ".join(type(t).__name__ for t in (query, key, value))}: convert '
@@ -149,39 +162,40 @@ def exporting():
 
 
 def _candidates(backend, query, dropout_p):
-    """(backends to try in order, whether the choice was explicit)."""
+    """(:class:`~.backends.Backend` records to try in order, whether the choice was
+    explicit)."""
     device_type = query.device.type
     if exporting():
         # Only the dense backend can be traced (CSR's sparse tensors and
         # torch.compiler.disable cannot); it wins over na_backend contexts.
         if backend not in (None, 'export'):
+            name = backend.name if isinstance(backend, Backend) else backend
             raise ValueError(
-                f"na2d: backend {backend!r} cannot be exported; while exporting na2d uses "
+                f"na2d: backend {name!r} cannot be exported; while exporting na2d uses "
                 "'export' (pass backend=None or 'export')")
-        return ('export',), True
+        return (get_backend('export'),), True
     backend = backend or _chosen_backend.get()
     if backend is not None:
-        _check_backend_name(backend, device_type)
-        return (backend,), True
+        return (_resolve(backend, device_type),), True
     order = DEFAULT_ORDER.get(device_type, DEFAULT_ORDER['*'])
-    available = available_backends(device_type)
-    names = [name for name in order if (name, device_type) not in _failed and name in available
-             and not self_check.failed(name, query.device, query.dtype)
-             and (dropout_p == 0 or getattr(_backend_module(name), 'SUPPORTS_DROPOUT', True))]
-    if not names:
+    records = [get_backend(name) for name in order]
+    usable = [b for b in records if (b.name, device_type) not in _failed
+              and b.can_run(query, dropout_p)
+              and not self_check.failed(b.name, query.device, query.dtype)]
+    if not usable:
         raise ValueError(f'na2d: no backend can run on {device_type}; tried {list(order)}')
-    _warn_skipped_defaults(order[:order.index(names[0])], device_type, names[0])
-    return names, False
+    _warn_skipped_defaults(records[:records.index(usable[0])], device_type, usable[0].name)
+    return usable, False
 
 
 def _warn_skipped_defaults(skipped, device_type, used):
     """One warning per (backend, device type) for a default backend that cannot run here."""
-    for name in skipped:
-        reason = _unavailable_reason(name, device_type)
-        if reason and (name, device_type) not in _warned_unavailable:
-            _warned_unavailable.add((name, device_type))
-            warnings.warn(f'nat_mm: the {name!r} neighbourhood-attention backend is off on '
-                          f'{device_type} ({reason}); using {used!r} instead')
+    for backend in skipped:
+        reason = _unavailable_reason(backend, device_type)
+        if reason and (backend.name, device_type) not in _warned_unavailable:
+            _warned_unavailable.add((backend.name, device_type))
+            warnings.warn(f'nat_mm: the {backend.name!r} neighbourhood-attention backend is '
+                          f'off on {device_type} ({reason}); using {used!r} instead')
 
 
 def na2d(query, key, value, kernel_size, dilation=1, rpb=None, scale=None, dropout_p=0.0,
@@ -197,8 +211,9 @@ def na2d(query, key, value, kernel_size, dilation=1, rpb=None, scale=None, dropo
         dropout_p: dropout probability on the attention weights, applied
             whenever it is > 0 (:class:`~nat_mm.NeighborhoodAttention2D`
             passes 0 in eval mode).
-        backend: one of :func:`available_backends` for the inputs' device, or
-            None for the :func:`na_backend` context or the device's default.
+        backend: one of :func:`available_backends` for the inputs' device (or a
+            :class:`~.backends.Backend` record), or None for the :func:`na_backend`
+            context or the device's default.
             While exporting, ``'export'`` (the only backend that can be traced).
 
     Returns:
@@ -207,18 +222,19 @@ def na2d(query, key, value, kernel_size, dilation=1, rpb=None, scale=None, dropo
     Every backend is tested against the gather implementation
     :func:`nat_mm.ops.na2d_reference` and against NATTEN's own numbers.
     """
-    _check_na2d_args(query, key, value, kernel_size, dilation, rpb)
+    check_na2d_args(query, key, value, kernel_size, dilation, rpb)
     if not 0.0 <= dropout_p < 1.0:
         raise ValueError(f'na2d: dropout_p must be in [0, 1), got {dropout_p!r}')
     if scale is None:
         scale = query.shape[-1] ** -0.5
     device_type = query.device.type
-    names, explicit = _candidates(backend, query, dropout_p)
-    for i, name in enumerate(names):
-        function = getattr(_backend_module(name), f'na2d_{name}')
+    candidates, explicit = _candidates(backend, query, dropout_p)
+    names = [b.name for b in candidates]
+    for i, (name, chosen) in enumerate(zip(names, candidates)):
         try:
             self_check.verify(name, query.device, query.dtype)
-            return function(query, key, value, kernel_size, dilation, rpb, scale, dropout_p)
+            return chosen.function(query, key, value, kernel_size, dilation, rpb, scale,
+                                   dropout_p)
         except self_check.SelfCheckFailed as exc:
             if explicit or i == len(names) - 1:
                 raise self_check.SelfCheckFailed(

@@ -18,7 +18,8 @@ from importlib import metadata
 
 import torch
 
-from .backends import SELF_CHECKED, BackendError, backend_module
+from .backends import SELF_CHECKED, get_backend
+from .common import BackendError
 
 #: Environment variable: ``0`` turns the check off, ``1`` (or unset) leaves it on.
 ENV = 'NAT_MM_SELF_CHECK'
@@ -82,7 +83,7 @@ def _outputs_and_grads(name, case, device, dtype):
     """(out, dq, dk, dv, drpb) of backend ``name`` on the probe ``case``."""
     _, _, _, _, head_dim, kernel_size, dilation = case
     inputs, grad_out = _probe_inputs(case, device, dtype)
-    function = getattr(backend_module(name), f'na2d_{name}')
+    function = get_backend(name).function
     out = function(*inputs[:3], kernel_size, dilation, inputs[3], head_dim ** -0.5, 0.0)
     return (out, *torch.autograd.grad(out, inputs, grad_out))
 

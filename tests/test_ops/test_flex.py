@@ -161,7 +161,8 @@ def test_dropout_is_refused_and_passed_over_by_a_default_choice(monkeypatch):
     torch.testing.assert_close(dropped, na2d(q, k, v, 3, dropout_p=0.5, backend='csr'))
 
 
-def test_torch_without_flex_attention_is_named_with_the_backend_to_use(monkeypatch):
+def test_torch_without_flex_attention_is_named_with_the_backend_to_use(monkeypatch,
+                                                                      fresh_availability):
     """The seam's message for what compat.flex_attention_unusable_reason says on a torch
     without FlexAttention (the torch-matrix venvs of torch 2.1 and 2.4 give the real one:
     tests/test_compat.py)."""

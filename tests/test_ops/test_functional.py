@@ -5,7 +5,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from nat_mm.ops import (BackendError, NeighborhoodAttention2D, available_backends, na2d,
-                        na2d_reference, na_backend)
+                        na2d_reference, na_backend, register_backend)
 from nat_mm.ops import backends, functional
 from nat_mm.ops.reference import window_1d
 from na_testing import assert_matches_reference, bad_na2d_calls, make_qkv, make_rpb
@@ -150,12 +150,12 @@ def test_backend_does_not_materialise_kernel_squared_copies(backend_na2d):
 
 
 class _Recorder:
-    """A backend module stand-in that records its calls (registered by the tests)."""
+    """A backend that records its calls (registered by the tests as ``record``)."""
 
     def __init__(self, name, error=None):
         self.calls = []
         self.error = error
-        setattr(self, f'na2d_{name}', self._run)
+        self.record = backends.Backend(name, self._run, self.is_available)
 
     def is_available(self, device_type):
         return device_type == 'cpu'
@@ -171,13 +171,13 @@ class _Recorder:
 def extra_backend(monkeypatch):
     """Registers a recording backend ``name`` into the seam for one test."""
     def register(name, error=None, first=False):
-        module = _Recorder(name, error)
-        monkeypatch.setitem(backends.BACKENDS, name, module)
+        recorder = _Recorder(name, error)
+        monkeypatch.setitem(backends.BACKENDS, name, recorder.record)
         if first:
             monkeypatch.setitem(backends.DEFAULT_ORDER, 'cpu',
                                 (name, *backends.DEFAULT_ORDER['cpu']))
         monkeypatch.setattr(functional, '_failed', set())
-        return module
+        return recorder
     return register
 
 
@@ -224,6 +224,73 @@ def test_default_backend_that_fails_falls_back_with_one_warning(extra_backend):
     assert len(broken.calls) == 1
     with pytest.raises(BackendError, match='no kernel'):
         na2d(q, k, v, 3, backend='broken')            # an explicit choice is not replaced
+
+
+def test_availability_is_asked_once_per_device_type(extra_backend):
+    """Automatic and explicit calls and available_backends() ask a backend whether it can
+    run once per device type; clearing the cache asks again."""
+    asked = []
+    recorder = extra_backend('counted', first=True)
+    counted = backends.Backend('counted', recorder.record.function,
+                               lambda device_type: asked.append(device_type) or True)
+    backends.BACKENDS['counted'] = counted            # restored by the fixture's monkeypatch
+    _, q, k, v = make_qkv(1, 2, 9, 9, 8)
+    for _ in range(3):
+        na2d(q, k, v, 3)
+        na2d(q, k, v, 3, backend='counted')
+        assert 'counted' in available_backends('cpu')
+        available_backends('meta')
+    assert len(recorder.calls) == 6
+    assert sorted(asked) == ['cpu', 'meta']
+    backends.clear_availability_cache()
+    na2d(q, k, v, 3)
+    assert sorted(asked) == ['cpu', 'cpu', 'meta']
+
+
+def test_a_record_runs_without_being_registered(extra_backend):
+    """na2d(backend=record) and na_backend(record) use a Backend record that is not in the
+    registry, and leave the registry as it was."""
+    recorder = _Recorder('unlisted')
+    before = dict(backends.BACKENDS)
+    _, q, k, v = make_qkv(1, 2, 9, 9, 8)
+    na2d(q, k, v, 3, backend=recorder.record)
+    with na_backend(recorder.record):
+        na2d(q, k, v, 3)
+    assert len(recorder.calls) == 2 and backends.BACKENDS == before
+    off = backends.Backend('off', recorder.record.function, lambda device_type: False,
+                           lambda device_type: 'needs a GPU')
+    with pytest.raises(ValueError, match=r"backend 'off' is not available on cpu \(needs a GPU\); "
+                                         r"available on cpu: \[.*'csr'.*use backend='csr'"):
+        na2d(q, k, v, 3, backend=off)
+
+
+def test_register_backend_adds_a_choosable_backend_that_is_never_a_default(monkeypatch):
+    monkeypatch.setitem(backends.BACKENDS, 'mine', None)   # removed again after the test
+    recorder = _Recorder('mine')
+    record = register_backend('mine', recorder.record.function)
+    assert backends.BACKENDS['mine'] is record and record.supports_dropout
+    assert 'mine' in available_backends('cpu') and 'mine' in available_backends('meta')
+    _, q, k, v = make_qkv(1, 2, 9, 9, 8)
+    na2d(q, k, v, 3)
+    assert recorder.calls == []
+    with na_backend('mine'):
+        na2d(q, k, v, 3)
+    assert len(recorder.calls) == 1
+
+
+def test_a_default_without_dropout_is_passed_over_for_dropout(extra_backend):
+    """can_run: a backend without dropout runs the calls without it and leaves the calls
+    with dropout to the next default."""
+    recorder = extra_backend('no_dropout', first=True)
+    record = backends.Backend('no_dropout', recorder.record.function,
+                              recorder.is_available, supports_dropout=False)
+    backends.BACKENDS['no_dropout'] = record           # restored by the fixture's monkeypatch
+    _, q, k, v = make_qkv(1, 2, 9, 9, 8)
+    assert record.can_run(q, 0.0) and not record.can_run(q, 0.1)
+    assert not record.can_run(q.to('meta'), 0.0)
+    na2d(q, k, v, 3)
+    na2d(q, k, v, 3, dropout_p=0.1)
+    assert len(recorder.calls) == 1
 
 
 def test_na2d_rejects_bad_input():

@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from environment import require_backend, require_module
-from nat_mm.ops import triton_report
 
 # this Triton runs the kernels here (a CPU: through its interpreter) and compiles for NVIDIA
 require_backend('triton', 'cuda' if torch.cuda.is_available() else 'cpu')
@@ -21,6 +20,11 @@ require_module('triton.backends.nvidia.compiler')
 TOOL = Path(__file__).resolve().parents[2] / 'tools' / 'analysis_tools' / 'kernel_report.py'
 
 
+@pytest.fixture(scope='module')
+def kernel_report(load_tool):
+    return load_tool('analysis_tools/kernel_report')
+
+
 def _run_tool(*args):
     env = {k: v for k, v in os.environ.items() if k != 'TRITON_INTERPRET'}
     return subprocess.run([sys.executable, str(TOOL), *args], env=env, capture_output=True,
@@ -28,7 +32,7 @@ def _run_tool(*args):
 
 
 @pytest.mark.slow
-def test_nat_case_fits_and_bad_arch_is_one_line(tmp_path):
+def test_nat_case_fits_and_bad_arch_is_one_line(kernel_report, tmp_path):
     """bf16, K7, head_dim 32, rpb (the NAT models) for sm_80 and sm_90: every
     kernel compiles, fits the arch's shared memory and spills nothing; an
     unknown arch is one line and the other rows are still reported."""
@@ -38,11 +42,11 @@ def test_nat_case_fits_and_bad_arch_is_one_line(tmp_path):
     assert done.returncode == 0, done.stderr
     assert 'kernel_report: unknown arch 75: known are 80 86 89 90' in done.stderr.splitlines()
     records = json.loads(out.read_text())
-    assert [tuple(r) for r in records] == [triton_report.KEYS] * 6
+    assert [tuple(r) for r in records] == [kernel_report.KEYS] * 6
     assert {(r['kernel'], r['arch']) for r in records} == {
         (kernel, arch) for kernel in ('fwd', 'dq', 'dkv') for arch in (80, 90)}
     for r in records:
-        assert triton_report.shared_fits(r), r
+        assert kernel_report.shared_fits(r), r
         assert r['spill_bytes'] == 0, r
         assert r['blocks_per_sm'] >= 2, r
         if triton.__version__.startswith('3.9.'):   # the targets are set on Triton 3.9
@@ -51,7 +55,7 @@ def test_nat_case_fits_and_bad_arch_is_one_line(tmp_path):
 
 
 @pytest.mark.slow
-def test_fp32_with_dropout_compiles(tmp_path):
+def test_fp32_with_dropout_compiles(kernel_report, tmp_path):
     """float32 (IEEE dots outside the tensor cores) with attention dropout,
     K13, head_dim 64: compiles and fits; spills are reported, not forbidden."""
     out = tmp_path / 'fp32.json'
@@ -65,7 +69,7 @@ def test_fp32_with_dropout_compiles(tmp_path):
             f"| {dkv['registers']} | {dkv['spill_bytes']} |") in done.stdout
     for r in records:
         assert (r['dtype'], r['dropout'], r['arch']) == ('fp32', True, 90)
-        assert triton_report.shared_fits(r) and r['registers'] <= 255, r
+        assert kernel_report.shared_fits(r) and r['registers'] <= 255, r
 
 
 @pytest.mark.slow
@@ -87,5 +91,5 @@ def test_a_version_that_cannot_install_is_one_line(tmp_path):
     (86, 64, 60000, 4, 1),     # shared memory: 99 KB usable per SM
     (89, 96, 12288, 8, 2),
 ])
-def test_blocks_per_sm(arch, registers, shared, warps, blocks):
-    assert triton_report.blocks_per_sm(arch, registers, shared, warps) == blocks
+def test_blocks_per_sm(kernel_report, arch, registers, shared, warps, blocks):
+    assert kernel_report.blocks_per_sm(arch, registers, shared, warps) == blocks

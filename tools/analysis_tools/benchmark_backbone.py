@@ -49,7 +49,8 @@ from torch import nn
 
 from nat_mm import NAT
 from nat_mm.cli.options import add_measurement_options, check_measurement_options
-from nat_mm.ops import na_backend, register_backend
+from nat_mm.ops import na_backend
+from nat_mm.ops.backends import Backend
 from nat_mm.utils.profiling import (device_name, interleaved_medians, peak_memory_in_fresh_process,
                                     synchronize, timer_name)
 from nat_mm.utils.profiling import peak_memory as measure_peak
@@ -88,16 +89,13 @@ def shape_name(shape):
     return f'{height}x{width}:{batch}'
 
 
-#: The backend of the floor: passes ``value`` through (registered in nat_mm's seam, never
-#: a default).
-FLOOR_BACKEND = 'attention_free'
-
-
 def _pass_value_through(query, key, value, kernel_size, dilation, rpb, scale, dropout_p):
     return value
 
 
-register_backend(FLOOR_BACKEND, _pass_value_through)
+#: The backend of the floor: passes ``value`` through (a record given to nat_mm's seam, not
+#: registered).
+FLOOR_BACKEND = Backend('attention_free', _pass_value_through)
 
 
 class AttentionFree(nn.Module):

@@ -3,10 +3,8 @@
 MMEngine's ``FlopAnalyzer`` traces a model and counts convolutions and
 linears (one multiply-add = one "flop"), but it cannot see inside the
 neighbourhood attention (fused SDPA and custom autograd functions have no
-handle). While counting, this tool runs every ``na2d`` call (through the
-backend seam, as backend 'flop_count') as :class:`NeighborhoodAttentionOp`,
-an autograd Function that the tracer records as one opaque node, and registers
-:func:`neighborhood_attention_flop_handle` for that node: per layer
+handle). While counting, this tool runs every ``na2d`` call as one opaque
+node of the trace and counts that node (:mod:`nat_mm.ops.flops`): per layer
 ``2 * B * N * K^2 * C`` multiply-adds (QK and AV), where N = H * W of the map
 the attention runs on (padded up to K*d by the module when smaller) and
 C = heads * head_dim.
@@ -44,12 +42,10 @@ Examples::
 import argparse
 import math
 import random
-from collections import Counter
 from pathlib import Path
 
 import torch
 from mmengine.analysis import FlopAnalyzer, parameter_count
-from mmengine.analysis.jit_handles import get_shape
 from mmengine.analysis.print_helper import complexity_stats_table
 from mmengine.config import Config
 from mmengine.model import revert_sync_batchnorm
@@ -59,10 +55,8 @@ from torch import nn
 
 from nat_mm import NAT
 from nat_mm.deploy.model import config_test_scale, needs_data_samples
-from nat_mm.ops import na2d, na_backend, register_backend
+from nat_mm.ops import flops
 
-#: The name under which the tracer records :class:`NeighborhoodAttentionOp`.
-NA_NODE_KIND = 'prim::PythonOp.NeighborhoodAttentionOp'
 #: Default (H, W) per kind of model; see the module docstring.
 DEFAULT_SHAPES = {'classifier': (224, 224), 'mmdet': (1280, 800), 'mmseg': (2048, 512),
                   'mmdet-query': (800, 800), 'mmseg-query': (800, 800)}
@@ -71,64 +65,15 @@ NUM_BBOX_ROIS, NUM_MASK_ROIS = 1000, 100
 CLASSIFICATION_CLASSES = 1000
 
 
-class NeighborhoodAttentionOp(torch.autograd.Function):
-    """:func:`nat_mm.na2d` as one node of a traced graph (counting only).
-
-    ``window`` is an empty (0, K, K) tensor: it carries the kernel size to the
-    flop handle, which sees only the tensor inputs. There is no backward: counting
-    runs forward only.
-    """
-
-    @staticmethod
-    def forward(ctx, query, key, value, window, kernel_size, dilation, rpb, scale, dropout_p):
-        # The tracer records this Function as one node; tracing its inside too
-        # would only slow counting down (sizes become traced values there).
-        tracing_state = torch._C._get_tracing_state()
-        torch._C._set_tracing_state(None)
-        try:
-            with na_backend(None):      # the device's backend, not this one again
-                return na2d(query, key, value, kernel_size, dilation, rpb, scale, dropout_p)
-        finally:
-            torch._C._set_tracing_state(tracing_state)
-
-
-def _na2d_as_one_node(query, key, value, kernel_size, dilation, rpb, scale, dropout_p):
-    window = query.new_empty((0, kernel_size, kernel_size))
-    return NeighborhoodAttentionOp.apply(query, key, value, window, kernel_size, dilation, rpb,
-                                         scale, dropout_p)
-
-
-register_backend('flop_count', _na2d_as_one_node)
-
-
-def neighborhood_attention_as_one_node():
-    """Within the block, every ``na2d`` call runs as :class:`NeighborhoodAttentionOp`
-    (same results), through the backend seam."""
-    return na_backend('flop_count')
-
-
-def neighborhood_attention_flop_handle(inputs, outputs):
-    """FlopAnalyzer handle of :class:`NeighborhoodAttentionOp`.
-
-    inputs[0] is the query (B, heads, H, W, head_dim), inputs[3] the (0, K, K)
-    window: QK^T and AV each take B * H * W * K^2 * heads * head_dim
-    multiply-adds.
-    """
-    batch, heads, height, width, head_dim = get_shape(inputs[0])
-    kernel_size = get_shape(inputs[3])[-1]
-    return Counter(neighborhood_attention=2 * batch * height * width * kernel_size ** 2
-                   * heads * head_dim)
-
-
 def analyze_flops(model, inputs):
     """A FlopAnalyzer of ``model(*inputs)`` whose counts include the
     neighbourhood attention; the trace runs here, so the analyzer's
     ``total()``, ``by_operator()``, ``by_module()`` are ready to read."""
     analyzer = FlopAnalyzer(model, inputs)
-    analyzer.set_op_handle(NA_NODE_KIND, neighborhood_attention_flop_handle)
+    analyzer.set_op_handle(flops.NA_NODE_KIND, flops.flop_handle)
     analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
     analyzer.tracer_warnings('none')
-    with neighborhood_attention_as_one_node(), torch.no_grad():
+    with flops.na2d_as_one_node(), torch.no_grad():
         analyzer.total()
     return analyzer
 
