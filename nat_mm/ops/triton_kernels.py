@@ -1,47 +1,27 @@
 """The fused Triton kernels of the ``'triton'`` backend (launched by :mod:`.triton_na`).
 
 Imported only where Triton can run them (:data:`.triton_na.TRITON_UNUSABLE` is None).
+The method (docs/operator.md, "Triton backend"): every dilation group is an independent
+neighbourhood attention with dilation 1 on its sub-grid, so the kernels work in group
+coordinates and map to the full map only to address memory. One program handles one
+(image * head, tile of TY x TX queries or keys of one group); a key halo row is BLOCK_N
+consecutive keys of one group row, so every dot is a legal ``tl.dot`` shape.
 
-Every dilation group (queries ``(gy + d*i, gx + d*j)``) is an independent neighbourhood
-attention with dilation 1 on its sub-grid, so the kernels work in group coordinates and map
-to the full map only to address memory. One program handles one (image * head, tile of TY x
-TX queries of one group):
-
-    forward   for each row r of the tile's key halo (<= TY + K - 1 rows):
-                  S = scale * q k_r^T (tl.dot) + rpb gathered per pair
-                  pairs outside each query's window selected away (tl.where)
-                  online softmax; acc += P v_r
-              out = acc / l, lse = m + log(l) saved (float32)
-    backward  dQ kernel (per query tile, same loop): delta = rowsum(dO * O)
-                  (stored for the next kernel), P recomputed from the lse,
-                  dS = P * (dO v_r^T - delta), dq += scale * dS k_r, and the
-                  rpb gradient of the tile (see below);
-              dK/dV kernel (per tile of keys): loops over the queries whose
-                  windows can hold those keys, which along each axis is one
-                  contiguous range (window starts are monotone in the query),
-                  computed in closed form, in one flat loop over (chunk of
-                  BLOCK_N query columns, query row); dv += P^T dO, dk += scale dS^T q.
-                  Every key is written by exactly one program: no atomics.
-
-A key halo row is BLOCK_N = 16 consecutive keys of one group row (TX + K - 1 <= 16 for K <=
-13 with TX = 8 for K <= 7 and 4 above), so the dots are (TY*TX, head_dim) x (head_dim, 16),
-legal tl.dot shapes on every GPU.
-
-The rpb gradient is deterministic: in halo row r the pair (query m, key j) has rpb column
-(K-1) + kc0 + j - qx(m) and row (K-1) + r - qy(m), so each program gathers dS onto rpb
-columns (tl.gather along the keys), sums the queries of each tile row, gathers those rows
-onto rpb rows (tl.gather along the tile rows), accumulates its (2K-1, 2K-1) partial sum in
-registers, writes it to its own slot, and one torch.sum over the slots in a fixed order
-finishes it. The rpb itself is read with row and column indices clamped into the table (no
-mask): pairs outside a window read some entry and are selected away with the rest of the
-pair.
+- :func:`na_fwd_kernel`: online softmax over the rows of the tile's key halo; saves the
+  float32 log-sum-exp, not the weights.
+- :func:`na_bwd_dq_kernel`: dq and the tile's partial rpb gradient (gathered onto rpb
+  columns, then rows, with ``tl.gather``), written to the program's own slot; one
+  ``torch.sum`` over the slots in a fixed order finishes it (deterministic, no atomics).
+- :func:`na_bwd_dkv_kernel`: per key tile, the queries whose windows can hold those keys
+  (one contiguous range per axis, in closed form); every key written by one program.
 
 Addressing: each program forms int64 scalar pointers to its (image, head) and tile origin,
 and int32 per-element offsets from there (registers), which requires every (H, W, head_dim)
-slice of an input to span < 2**31 elements (checked by the launcher). Rows of the key halo
-advance a scalar pointer. Inputs are read through their strides, passed per tensor and axis
-(``stride_q_batch``, ``stride_q_head``, ``stride_q_row``, ``stride_q_col``,
-``stride_q_chan``, ...) and gathered into :data:`Strides` records inside.
+slice of an input to span < 2**31 elements (checked by the launcher); rows of the key halo
+advance a scalar pointer. Strides are passed per tensor and axis (``stride_q_batch``,
+``stride_q_head``, ``stride_q_row``, ``stride_q_col``, ``stride_q_chan``, ...) and gathered
+into :data:`Strides` records inside. The rpb is read with indices clamped into the table
+(no mask): pairs outside a window read some entry and are selected away with the pair.
 """
 from collections import namedtuple
 
