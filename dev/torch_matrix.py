@@ -55,7 +55,8 @@ def make_venv(version, extra, venv, log):
     python = venv / 'bin' / 'python'
     pins = [f'torch=={version}', *STACK] + ([extra] if extra else [])
     stamp = venv / '.nat_mm_matrix_stamp'
-    digest = hashlib.sha256(((ROOT / 'setup.cfg').read_text() + ' '.join(pins)).encode()).hexdigest()
+    wanted = (ROOT / 'setup.cfg').read_text() + ' '.join(pins)
+    digest = hashlib.sha256(wanted.encode()).hexdigest()
     if stamp.exists() and stamp.read_text() == digest:
         return python
     started = time.time()

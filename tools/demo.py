@@ -44,8 +44,10 @@ PICTURE_SCALE = 2
 def demo_command(scope):
     """The line tools/train.py and tools/test.py add to a missing-dataset error: this
     demo, which makes its own data; None for a scope it has no model of (mmpretrain)."""
-    task = TASK_BY_SCOPE.get(scope, 'seg|det') if scope != 'mmpretrain' else None
-    return task and f'or run the built-in demo on generated data: python tools/demo.py --task {task}'
+    if scope == 'mmpretrain':
+        return None
+    task = TASK_BY_SCOPE.get(scope, 'seg|det')
+    return f'or run the built-in demo on generated data: python tools/demo.py --task {task}'
 
 
 def parse_args(argv=None):

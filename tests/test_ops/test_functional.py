@@ -207,7 +207,8 @@ def test_explicit_backend_and_context_choose_the_backend(extra_backend):
 
 def test_unknown_or_unavailable_backend_is_a_value_error_naming_the_available_ones():
     _, q, k, v = make_qkv(1, 2, 9, 9, 8)
-    with pytest.raises(ValueError, match=r"backend 'flash' is unknown; available on cpu: \[.*'csr'"):
+    with pytest.raises(ValueError,
+                       match=r"backend 'flash' is unknown; available on cpu: \[.*'csr'"):
         na2d(q, k, v, 3, backend='flash')
     with pytest.raises(ValueError, match="backend 'flash' is unknown"):
         with na_backend('flash'):
