@@ -77,11 +77,16 @@ known_torch_versions() {
 }
 
 detect_device() {  # cpu or cuda (NAT_MM_DEVICE, else cuda when an NVIDIA GPU is visible)
+    local gpus=""
     case "${NAT_MM_DEVICE:-auto}" in
         cpu | cuda) echo "$NAT_MM_DEVICE" ;;
         auto)
-            if { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q '^GPU'; } \
-                || [ -e /dev/nvidia0 ]; then
+            # the listing is read whole first: under pipefail, `nvidia-smi -L | grep -q` fails
+            # whenever grep exits before nvidia-smi has written its last GPU (SIGPIPE)
+            if command -v nvidia-smi >/dev/null 2>&1; then
+                gpus=$(nvidia-smi -L 2>/dev/null) || gpus=""
+            fi
+            if grep -q '^GPU' <<<"$gpus" || [ -e /dev/nvidia0 ]; then
                 echo cuda
             else
                 echo cpu
