@@ -23,7 +23,7 @@ from mmengine.logging import print_log
 
 from ..presets import ARCH_SETTINGS
 from .messages import CONVERT_COMMAND, DOWNLOAD_COMMAND, CheckpointError, summarize_keys
-from .names import LAYER_MODULES
+from .names import to_transformers_names
 
 #: Output norms of the dense-prediction backbone: absent from classification checkpoints.
 OUTPUT_NORM_KEY = re.compile(r'^norm\d+\.')
@@ -55,8 +55,6 @@ CONFIG_KEYS = {
 }
 #: Settings nat_mm does not make configurable: config.json must have these values.
 FIXED_CONFIG_VALUES = {'patch_size': 4, 'layer_norm_eps': 1e-5, 'hidden_act': 'gelu'}
-#: nat_mm's module inside a block -> Transformers' module inside a layer.
-_TRANSFORMERS_MODULES = {nat: hub for hub, nat in LAYER_MODULES.items()}
 
 
 def check_backbone(names, model, source, config=None, strict=True):
@@ -119,7 +117,6 @@ def check_classifier(names, model, source, config=None, head=True, checkpoint=No
     for note in notes:
         print_log(note, logger='current')
     return Checked(state_dict, [], missing, unexpected)
-
 
 
 def _check_head(names, model, source, checkpoint):
@@ -399,42 +396,3 @@ def _check_width(state_dict, model_state, source):
         f'{source} is for another width: its embed_dim is {ckpt_width} ({WIDTH_KEY} '
         f'{tuple(state_dict[WIDTH_KEY].shape)}), the model\'s is {model_width}. Use the '
         f'checkpoint of the model\'s variant, or build the model for this checkpoint ({hint}).')
-
-
-def to_transformers_names(keys):
-    """Transformers' names of nat_mm state-dict keys (for messages).
-
-    ``levels.0.blocks.1.attn.qkv.weight`` ->
-    ``encoder.levels.0.layers.1.attention.self.{query,key,value}.weight``; keys
-    without a Transformers counterpart are returned unchanged.
-
-    Args:
-        keys: list of str.
-
-    Returns:
-        list of str, without repeats (q, k and v of a layer are one name).
-    """
-    names = []
-    for key in keys:
-        block = re.match(r'^levels\.(\d+)\.blocks\.(\d+)\.(.+)$', key)
-        name = key
-        if block:
-            layer, rest = f'encoder.levels.{block[1]}.layers.{block[2]}', block[3]
-            module, _, param = rest.rpartition('.')
-            if rest == 'attn.rpb':
-                name = f'{layer}.attention.self.rpb'
-            elif module == 'attn.qkv':
-                name = f'{layer}.attention.self.{{query,key,value}}.{param}'
-            elif rest in ('gamma1', 'gamma2'):
-                name = f'{layer}.layer_scale_parameters'
-            elif module in _TRANSFORMERS_MODULES:
-                name = f'{layer}.{_TRANSFORMERS_MODULES[module]}.{param}'
-        elif key.startswith('patch_embed.proj.'):
-            name = 'embeddings.patch_embeddings.projection.' + key[len('patch_embed.proj.'):]
-        elif key.startswith('patch_embed.norm.'):
-            name = 'embeddings.norm.' + key[len('patch_embed.norm.'):]
-        elif re.match(r'^levels\.\d+\.downsample\.', key):
-            name = 'encoder.' + key
-        if name not in names:
-            names.append(name)
-    return names

@@ -29,6 +29,8 @@ Transformers (after the optional ``nat.`` / ``dinat.``) -> nat_mm:
 - ``encoder.levels.{i}.downsample.{reduction,norm}.*`` -> ``levels.{i}.downsample.*``
 - ``hidden_states_norms.stage{k}.*`` (a backbone checkpoint's) -> ``norm{k-1}.*``
 
+:func:`to_transformers_names` goes the other way, for messages.
+
 Nothing here looks at the model: matching it is stage 3 (:mod:`.checks`).
 """
 import re
@@ -72,6 +74,8 @@ LAYER_MODULES = {
     'output.dense': 'mlp.fc2',
 }
 _QKV_ORDER = ('query', 'key', 'value')
+#: nat_mm's module inside a block -> Transformers' module inside a layer.
+_TRANSFORMERS_MODULES = {nat: hub for hub, nat in LAYER_MODULES.items()}
 
 #: How a checkpoint is laid out: ``wrapped``, the backbone sits under ``backbone.`` (a
 #: whole model saved by MMEngine); ``transformers``, the backbone has Transformers' names.
@@ -242,3 +246,41 @@ def from_transformers_layout(state_dict):
             converted.update(dict(parts.values()))
     return converted, dropped
 
+
+def to_transformers_names(keys):
+    """Transformers' names of nat_mm state-dict keys (for messages).
+
+    ``levels.0.blocks.1.attn.qkv.weight`` ->
+    ``encoder.levels.0.layers.1.attention.self.{query,key,value}.weight``; keys
+    without a Transformers counterpart are returned unchanged.
+
+    Args:
+        keys: list of str.
+
+    Returns:
+        list of str, without repeats (q, k and v of a layer are one name).
+    """
+    names = []
+    for key in keys:
+        block = re.match(r'^levels\.(\d+)\.blocks\.(\d+)\.(.+)$', key)
+        name = key
+        if block:
+            layer, rest = f'encoder.levels.{block[1]}.layers.{block[2]}', block[3]
+            module, _, param = rest.rpartition('.')
+            if rest == 'attn.rpb':
+                name = f'{layer}.attention.self.rpb'
+            elif module == 'attn.qkv':
+                name = f'{layer}.attention.self.{{query,key,value}}.{param}'
+            elif rest in ('gamma1', 'gamma2'):
+                name = f'{layer}.layer_scale_parameters'
+            elif module in _TRANSFORMERS_MODULES:
+                name = f'{layer}.{_TRANSFORMERS_MODULES[module]}.{param}'
+        elif key.startswith('patch_embed.proj.'):
+            name = 'embeddings.patch_embeddings.projection.' + key[len('patch_embed.proj.'):]
+        elif key.startswith('patch_embed.norm.'):
+            name = 'embeddings.norm.' + key[len('patch_embed.norm.'):]
+        elif re.match(r'^levels\.\d+\.downsample\.', key):
+            name = 'encoder.' + key
+        if name not in names:
+            names.append(name)
+    return names
